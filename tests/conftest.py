@@ -1,0 +1,46 @@
+"""Shared fixtures: one local Ray per test session (a warm TorchTrainer.fit costs ~15 s, and
+ray.init ~3 s: pay that once), and a tiny model folder built once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("VALIGN_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray for the whole test session (3 CPUs: a trainer driver plus 2 workers)."""
+    from valign_ray.config import RayConfig
+    from valign_ray.distributed.session import init_ray
+
+    init_ray(RayConfig(num_cpus=3))
+    import ray
+
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny Llama (hidden 32, 2 layers) with a tokenizer trained on synthetic survey text."""
+    from valign_ray.models import TinyModelSpec, build_tiny_model
+
+    texts = [
+        f"Question: Should the council {verb} the {thing}?\nAnswer:"
+        for verb in ("protect", "fund", "sell", "close", "expand")
+        for thing in ("bush", "harbour", "library", "rail line", "wetland")
+    ] + [" Yes, protect the native bush.", " No, keep costs low for families."]
+    spec = TinyModelSpec(
+        vocab_size=400, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+        num_kv_heads=2,
+    )
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"), texts, spec)

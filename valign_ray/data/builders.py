@@ -1,0 +1,217 @@
+"""Survey tables -> training rows, as pure polars functions.
+
+Each builder takes a batch of canonical ``answers`` (see :mod:`valign_ray.survey.tables`) plus
+the small lookup tables (items, candidates, weighted respondents) and returns training rows, so
+Ray Data can apply it per batch with ``map_batches`` and a test can call it directly. Rows carry
+no respondent id: only the weight and the group the respondent belongs to.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+KTO_SCHEMA = {
+    "item_id": pl.String,
+    "prompt": pl.String,
+    "completion": pl.String,
+    "kl_completion": pl.String,
+    "label": pl.Boolean,
+    "weight": pl.Float64,
+    "group": pl.String,
+}
+DPO_SCHEMA = {
+    "item_id": pl.String,
+    "prompt": pl.String,
+    "chosen": pl.String,
+    "rejected": pl.String,
+    "weight": pl.Float64,
+    "share": pl.Float64,
+    "group": pl.String,
+}
+
+
+def _respondent_lookup(respondents: pl.DataFrame, group_column: str) -> pl.DataFrame:
+    if group_column not in respondents.columns:
+        raise ValueError(
+            f"group column '{group_column}' is not a respondent column; "
+            f"available: {', '.join(respondents.columns)}"
+        )
+    weight = pl.col("weight") if "weight" in respondents.columns else pl.lit(1.0)
+    return respondents.select(
+        "respondent_id",
+        weight.cast(pl.Float64).alias("weight"),
+        pl.col(group_column).cast(pl.String).alias("group"),
+    )
+
+
+def _rated(
+    answers: pl.DataFrame,
+    items: pl.DataFrame,
+    candidates: pl.DataFrame,
+    respondents: pl.DataFrame,
+    group_column: str,
+) -> pl.DataFrame:
+    """Rating answers joined to prompt text, response text, weight and group."""
+    rated = answers.filter(pl.col("kind") == "rating").select(
+        "respondent_id", "item_id", "response_id", "value"
+    )
+    joined = (
+        rated.join(items.select("item_id", pl.col("text").alias("prompt")), on="item_id")
+        .join(
+            candidates.select("item_id", "response_id", pl.col("text").alias("completion")),
+            on=["item_id", "response_id"],
+        )
+        .join(_respondent_lookup(respondents, group_column), on="respondent_id")
+    )
+    if joined.height != rated.height:
+        # Ingestion validates references, so a mismatch here is a bug upstream, not bad data.
+        raise ValueError(
+            f"{rated.height - joined.height} rating answers reference an unknown item, response "
+            "or respondent; ingest the survey through valign_ray.survey.ingest first"
+        )
+    return joined
+
+
+def mismatched_completions(prompts_item: pl.Series, completions: pl.Series) -> pl.Series:
+    """For each row, a completion from another row whose prompt differs (KTO's KL pairs).
+
+    Rows are paired with the next row (cyclically), as TRL pairs each prompt with the next
+    example's completion; where that row shares the item, the shift grows until it does not.
+    A batch with a single item has no mismatched completion and is an error.
+    """
+    n = len(completions)
+    items = prompts_item.to_list()
+    comps = completions.to_list()
+    if n and len(set(items)) < 2:
+        raise ValueError("KL pairs need at least two different prompts in a batch")
+    out = []
+    for i in range(n):
+        shift = 1
+        while items[(i + shift) % n] == items[i]:
+            shift += 1
+        out.append(comps[(i + shift) % n])
+    return pl.Series("kl_completion", out, dtype=pl.String)
+
+
+def build_kto_rows(
+    answers: pl.DataFrame,
+    items: pl.DataFrame,
+    candidates: pl.DataFrame,
+    respondents: pl.DataFrame,
+    *,
+    group_column: str,
+) -> pl.DataFrame:
+    """KTO rows: one per rating; desirable (value 1) or undesirable (0), weighted by respondent.
+
+    ``kl_completion`` is a completion from another prompt in the same batch, for the KTO
+    reference point z0 (an estimate of KL(policy || reference) on mismatched pairs).
+    """
+    rows = _rated(answers, items, candidates, respondents, group_column)
+    rows = rows.with_columns(
+        (pl.col("value") == 1).alias("label"),
+        mismatched_completions(rows["item_id"], rows["completion"]),
+    )
+    return rows.select(list(KTO_SCHEMA)).cast(KTO_SCHEMA)
+
+
+def build_dpo_pairs(
+    answers: pl.DataFrame,
+    items: pl.DataFrame,
+    candidates: pl.DataFrame,
+    respondents: pl.DataFrame,
+    *,
+    group_column: str,
+) -> pl.DataFrame:
+    """DPO pairs from pairwise choices, and from ratings where one respondent rated two
+    responses to one prompt differently (desirable beats undesirable). Pair weight = the
+    respondent's weight; ``share`` is 1 (a hard label) until :func:`aggregate_pairs`.
+    """
+    lookup = _respondent_lookup(respondents, group_column)
+    text = candidates.select("item_id", "response_id", "text")
+    pairwise = answers.filter(pl.col("kind") == "pairwise").select(
+        "respondent_id",
+        "item_id",
+        pl.col("response_id").alias("chosen_id"),
+        pl.col("response_b_id").alias("rejected_id"),
+    )
+    rated = answers.filter(pl.col("kind") == "rating")
+    good = rated.filter(pl.col("value") == 1).select(
+        "respondent_id", "item_id", pl.col("response_id").alias("chosen_id")
+    )
+    bad = rated.filter(pl.col("value") == 0).select(
+        "respondent_id", "item_id", pl.col("response_id").alias("rejected_id")
+    )
+    from_ratings = good.join(bad, on=["respondent_id", "item_id"])
+    pairs = pl.concat([pairwise, from_ratings.select(pairwise.columns)])
+    out = (
+        pairs.join(items.select("item_id", pl.col("text").alias("prompt")), on="item_id")
+        .join(
+            text.rename({"response_id": "chosen_id", "text": "chosen"}), on=["item_id", "chosen_id"]
+        )
+        .join(
+            text.rename({"response_id": "rejected_id", "text": "rejected"}),
+            on=["item_id", "rejected_id"],
+        )
+        .join(lookup, on="respondent_id")
+        .with_columns(pl.lit(1.0).alias("share"))
+    )
+    if out.height != pairs.height:
+        raise ValueError(f"{pairs.height - out.height} pairs reference unknown items or respondents")
+    return out.select(list(DPO_SCHEMA)).cast(DPO_SCHEMA)
+
+
+def aggregate_pairs(pairs: pl.DataFrame) -> pl.DataFrame:
+    """One soft-labelled pair per (prompt, two responses): ``share`` = the weighted share that
+    preferred ``chosen`` (oriented so share >= 0.5), ``weight`` = the total weight behind it.
+
+    Used with DPO label smoothing 1 - share, the optimum matches the population's split rather
+    than only its majority.
+    """
+    oriented = pairs.with_columns(
+        pl.min_horizontal("chosen", "rejected").alias("a"),
+        pl.max_horizontal("chosen", "rejected").alias("b"),
+    ).with_columns((pl.col("chosen") == pl.col("a")).cast(pl.Float64).alias("prefers_a"))
+    agg = oriented.group_by("item_id", "prompt", "a", "b").agg(
+        (pl.col("prefers_a") * pl.col("weight")).sum().alias("w_a"),
+        pl.col("weight").sum().alias("weight"),
+    )
+    share_a = pl.col("w_a") / pl.col("weight")
+    a_wins = share_a >= 0.5
+    return agg.select(
+        "item_id",
+        "prompt",
+        pl.when(a_wins).then("a").otherwise("b").alias("chosen"),
+        pl.when(a_wins).then("b").otherwise("a").alias("rejected"),
+        "weight",
+        pl.when(a_wins).then(share_a).otherwise(1 - share_a).alias("share"),
+        pl.lit("all").alias("group"),
+    ).sort("item_id", "chosen", "rejected")
+
+
+def build_sft_rows(
+    answers: pl.DataFrame,
+    items: pl.DataFrame,
+    candidates: pl.DataFrame,
+    respondents: pl.DataFrame,
+    *,
+    group_column: str,
+) -> pl.DataFrame:
+    """SFT demonstrations: each prompt with its response of highest weighted approval.
+
+    Approval = weighted share of raters who found the response desirable; ties go to the
+    smaller response id so the result does not depend on row order. ``weight`` = the total
+    weight of the raters of that response.
+    """
+    rows = _rated(answers, items, candidates, respondents, group_column)
+    approval = (
+        rows.group_by("item_id", "prompt", "response_id", "completion")
+        .agg(
+            ((pl.col("value") == 1).cast(pl.Float64) * pl.col("weight")).sum().alias("w_yes"),
+            pl.col("weight").sum().alias("weight"),
+        )
+        .with_columns((pl.col("w_yes") / pl.col("weight")).alias("approval"))
+        .sort(["item_id", "approval", "response_id"], descending=[False, True, False])
+    )
+    return approval.group_by("item_id", maintain_order=True).first().select(
+        "item_id", "prompt", "completion", "approval", "weight"
+    )

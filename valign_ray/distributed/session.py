@@ -1,0 +1,32 @@
+"""Connect to Ray: an existing cluster (``ray job submit``, ``ray.address``) or an embedded one."""
+
+from __future__ import annotations
+
+import os
+
+from valign_ray.config import RayConfig
+
+WORKER_ENV = {
+    # DeepSpeed's CPU accelerator; silences its accelerator probe on machines without a GPU.
+    "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"),
+    "WANDB_SILENT": "true",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def init_ray(cfg: RayConfig) -> None:
+    """Start or join Ray once per process; a no-op when Ray is already initialised."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    joining = cfg.address is not None or "RAY_ADDRESS" in os.environ
+    kwargs: dict = {"runtime_env": {"env_vars": WORKER_ENV}, "log_to_driver": True}
+    if not joining and cfg.num_cpus is not None:
+        kwargs["num_cpus"] = cfg.num_cpus
+    if not joining:
+        kwargs["include_dashboard"] = False
+    ray.init(address=cfg.address, **kwargs)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # our stage lines are the progress output
+    ctx.execution_options.preserve_order = True

@@ -1,0 +1,78 @@
+"""The one place that builds a ``TorchTrainer``: Ray Train context, worker function, launch."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import ray
+import ray.train
+import torch
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from valign_ray.train.worker import TrainJob, run_training
+
+
+class RayTrainContext:
+    """:class:`~valign_ray.train.context.TrainContext` on Ray Train + torch.distributed."""
+
+    def __init__(self) -> None:
+        ctx = ray.train.get_context()
+        self.rank = ctx.get_world_rank()
+        self.world_size = ctx.get_world_size()
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        out = tensor.detach().clone()
+        if self.world_size > 1:
+            torch.distributed.all_reduce(out)
+        return out
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
+        checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+        if checkpoint_dir is not None:
+            # Wait until Ray has committed it: a worker killed right after report would
+            # otherwise resume from the checkpoint before (measured, see STACK.md).
+            ray.train.get_all_reported_checkpoints(
+                consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED
+            )
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+    def latest_checkpoint(self) -> Path | None:
+        checkpoint = ray.train.get_checkpoint()
+        return Path(checkpoint.to_directory()) if checkpoint is not None else None
+
+
+def _train_fn(config: dict[str, Any]) -> None:
+    shard = ray.train.get_dataset_shard("train")
+    table = pa.concat_tables(list(shard.iter_batches(batch_format="pyarrow", batch_size=8192)))
+    run_training(config["job"], RayTrainContext(), pl.from_arrow(table))
+
+
+def fit(job: TrainJob, rows: pl.DataFrame, *, storage_path: Path, name: str = "train") -> Any:
+    """Train on Ray Train with DeepSpeed; returns the ``ray.train.Result``.
+
+    Every worker receives all rows (``datasets_to_split=[]``) and picks its part of each global
+    batch by index (:mod:`valign_ray.train.batches`): that is what makes the data order
+    resumable and a 2-worker run equal to a 1-worker one. Rerunning with the same ``name`` and
+    ``storage_path`` resumes from the latest checkpoint.
+    """
+    tcfg = job.config.train
+    trainer = TorchTrainer(
+        _train_fn,
+        train_loop_config={"job": job},
+        scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu),
+        datasets={"train": ray.data.from_arrow(rows.to_arrow())},
+        dataset_config=DataConfig(datasets_to_split=[]),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(Path(storage_path).resolve()),
+            failure_config=FailureConfig(max_failures=tcfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    return trainer.fit()

@@ -1,0 +1,118 @@
+"""Load causal LMs and tokenizers from local folders, and build a tiny one deterministically.
+
+Everything loads with ``from_pretrained(local_path)``: there is no hub access anywhere. The tiny
+builder writes a real Hugging Face folder (BPE tokenizer trained on the survey's own text plus a
+randomly initialised Llama or Qwen2), so tests and the quickstart take the same loading path as a
+production model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+PAD, BOS, EOS = "<|pad|>", "<|bos|>", "<|eos|>"
+
+
+@dataclass(frozen=True)
+class TinyModelSpec:
+    """Shape of the tiny model; the defaults give about 1.6 M parameters with a 2k vocabulary."""
+
+    arch: Literal["llama", "qwen2"] = "llama"
+    vocab_size: int = 2048
+    hidden_size: int = 128
+    intermediate_size: int = 352
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    max_position_embeddings: int = 512
+    seed: int = 0
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """Tokenizer from a local folder; a pad token is required for batching, so one must exist."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    if tok.pad_token_id is None:
+        if tok.eos_token_id is None:
+            raise ValueError(f"tokenizer at {path} has neither a pad nor an eos token")
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(path: str | Path, *, dtype: str = "float32") -> Any:
+    """Causal LM from a local folder (a full model, or a base model saved with a LoRA merge)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        str(path), local_files_only=True, dtype=getattr(torch, dtype)
+    )
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path) -> Any:
+    """Train a byte-level BPE tokenizer on ``texts`` and save it as a transformers tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, BOS, EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    # Sorted, deduplicated input makes the merges independent of the order rows arrived in.
+    tok.train_from_iterator(sorted(set(texts)), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS
+    )
+    fast.save_pretrained(str(out_dir))
+    return fast
+
+
+def build_tiny_model(
+    out_dir: str | Path, texts: Iterable[str], spec: TinyModelSpec = TinyModelSpec()
+) -> Path:
+    """Write a tokenizer + random-init causal LM to ``out_dir``; same inputs give the same files.
+
+    Returns ``out_dir``; load it back with :func:`load_model` / :func:`load_tokenizer`.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = train_tokenizer(texts, spec.vocab_size, out)
+    common = dict(
+        vocab_size=len(tok),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(spec.seed)
+    if spec.arch == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**common))
+    elif spec.arch == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(**common))
+    else:
+        raise ValueError(f"unknown tiny arch {spec.arch!r}; valid: llama, qwen2")
+    model.save_pretrained(str(out))
+    return out
+
+
+def count_parameters(model: Any) -> int:
+    """Number of parameters (trainable or not)."""
+    return sum(p.numel() for p in model.parameters())

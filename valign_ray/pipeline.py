@@ -1,0 +1,315 @@
+"""The end-to-end method as stages: survey -> weights -> datasets -> model -> reference ->
+train -> evaluate. ``run_pipeline`` runs them in order under one run directory.
+
+Stages are plain functions of the config and the run directory; the Ray edges are imported from
+:mod:`valign_ray.distributed` where a stage needs them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+from valign_ray.config import PipelineConfig
+from valign_ray.config_loader import to_dict
+
+
+@dataclass
+class RunState:
+    """What the stages hand each other, and the timings for the summary."""
+
+    cfg: PipelineConfig
+    run_dir: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, pl.DataFrame] = field(default_factory=dict)
+    model_path: Path | None = None
+    aligned_path: Path | None = None
+
+
+def _stage(state: RunState, name: str, fn: Callable[[RunState], None]) -> None:
+    print(f"[{name}] ...", flush=True)
+    t0 = time.perf_counter()
+    fn(state)
+    state.timings[name] = round(time.perf_counter() - t0, 2)
+    print(f"[{name}] done in {state.timings[name]:.1f} s", flush=True)
+
+
+def stage_survey(state: RunState) -> None:
+    """Get the survey as files (generating the synthetic one), then ingest them for real."""
+    from valign_ray.survey.ingest import ingest_survey
+    from valign_ray.survey.instrument import Instrument, load_instrument, save_instrument
+
+    cfg, out = state.cfg.survey, state.run_dir / "survey"
+    if cfg.source == "synthetic":
+        survey = _generate(state)
+        raw = out / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        inst = Instrument.from_tables(
+            "synthetic", survey.demographics, survey.items, survey.candidates
+        )
+        save_instrument(inst, raw / "instrument.yaml")
+        survey.respondents.write_csv(raw / "respondents.csv")
+        survey.answers.write_csv(raw / "answers.csv")
+        survey.truth.write_parquet(out / "truth.parquet")
+        paths = (raw / "instrument.yaml", raw / "respondents.csv", raw / "answers.csv")
+    else:
+        paths = (Path(cfg.files.instrument), Path(cfg.files.respondents), Path(cfg.files.answers))
+    inst = load_instrument(paths[0])
+    result = ingest_survey(
+        inst, paths[1], paths[2], quarantine_dir=out, salt=cfg.salt, strict=cfg.strict
+    )
+    print(result.format_counts(), flush=True)
+    state.tables.update(
+        respondents=result.respondents,
+        answers=result.answers,
+        items=inst.items_table(),
+        candidates=inst.candidates_table(),
+    )
+    state.summary["survey"] = {
+        role: {k: v for k, v in c.items() if k != "source"} for role, c in result.counts.items()
+    }
+
+
+def _generate(state: RunState) -> Any:
+    from valign_ray.survey.margins import load_margins
+    from valign_ray.survey.synthetic import SyntheticSpec, generate_synthetic
+
+    scfg = state.cfg.survey.synthetic
+    kwargs = {k: v for k, v in to_dict(scfg).items() if v is not None}
+    spec = SyntheticSpec(**kwargs)
+    margins = load_margins(state.cfg.weighting.margins)
+    return generate_synthetic(spec, margins, variables=state.cfg.weighting.variables)
+
+
+def stage_weights(state: RunState) -> None:
+    """Rake respondents to the population margins (or weight 1 when weighting is off)."""
+    from valign_ray.survey.margins import load_margins, select_margins
+    from valign_ray.survey.weighting import (
+        diagnostics_to_dict,
+        format_diagnostics,
+        kish_ess,
+        rake_to_margins,
+    )
+
+    wcfg, resp = state.cfg.weighting, state.tables["respondents"]
+    out = state.run_dir / "weights"
+    out.mkdir(parents=True, exist_ok=True)
+    if not wcfg.enabled:
+        state.tables["respondents"] = resp.with_columns(pl.lit(1.0).alias("weight"))
+        state.summary["weighting"] = {"method": "none", "n": resp.height, "ess": resp.height}
+        print("weighting disabled: every respondent weighs 1", flush=True)
+        return
+    margins = select_margins(load_margins(wcfg.margins), list(wcfg.variables))
+    result = rake_to_margins(
+        resp,
+        margins,
+        base_weight="base_weight" if "base_weight" in resp.columns else None,
+        tol=wcfg.tol,
+        max_iter=wcfg.max_iter,
+        trim_max=wcfg.trim_max,
+    )
+    print(format_diagnostics(result.diagnostics), flush=True)
+    state.tables["respondents"] = result.respondents
+    diag = diagnostics_to_dict(result.diagnostics)
+    (out / "diagnostics.json").write_text(json.dumps(diag, indent=2) + "\n")
+    # Weights are respondent-level: kept in the run directory, never logged to W&B.
+    result.respondents.select("respondent_id", "weight").write_parquet(out / "weights.parquet")
+    state.summary["weighting"] = {
+        k: diag[k] for k in ("method", "n", "ess", "deff", "weight_min", "weight_max")
+    }
+    state.summary["weighting"]["ess_check"] = kish_ess(result.respondents["weight"])
+
+
+def stage_datasets(state: RunState) -> None:
+    """Split by respondent and item; build the training rows with Ray Data; cards."""
+    from valign_ray.data import builders
+    from valign_ray.data.cards import dataset_card, write_card
+    from valign_ray.data.splits import split_respondents_items
+    from valign_ray.distributed.data import build_rows
+    from valign_ray.distributed.session import init_ray
+
+    cfg, out = state.cfg, state.run_dir / "datasets"
+    init_ray(cfg.ray)
+    t = state.tables
+    splits = split_respondents_items(
+        t["answers"],
+        holdout_respondents=cfg.data.holdout_respondents,
+        holdout_items=cfg.data.holdout_items,
+        seed=cfg.data.split_seed,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    for name, part in splits.items():
+        part.write_parquet(out / f"answers_{name}.parquet")
+    lookups = dict(
+        items=t["items"],
+        candidates=t["candidates"],
+        respondents=t["respondents"],
+        group_column=cfg.data.group_column,
+    )
+    name = cfg.loss.name
+    if name == "sft":  # an aggregate over respondents: one polars pass, not per batch
+        rows = builders.build_sft_rows(splits["train"], **lookups).sort("item_id")
+        rows = rows.with_row_index("row_idx").with_columns(pl.lit("all").alias("group"))
+    else:
+        builder = builders.build_kto_rows if name == "kto" else builders.build_dpo_pairs
+        rows = build_rows(out / "answers_train.parquet", builder, out / name, **lookups)
+        if name == "dpo" and cfg.loss.soft_labels:
+            rows = builders.aggregate_pairs(rows.drop("row_idx")).with_row_index("row_idx")
+    card = dataset_card(rows, f"{name}-train", label_column="label" if name == "kto" else None)
+    write_card(card, out / name)
+    heldout = builders.build_dpo_pairs(splits["heldout_respondents"], **lookups)
+    heldout.write_parquet(out / "eval_pairs.parquet")
+    t["train_rows"], t["eval_pairs"] = rows, heldout
+    state.summary["datasets"] = {
+        "train_rows": rows.height,
+        "train_ess": card["ess"],
+        "eval_pairs": heldout.height,
+        **{f"answers_{k}": v.height for k, v in splits.items()},
+    }
+
+
+def stage_model(state: RunState) -> None:
+    """The base model: a local folder, or the tiny one built from the survey's own text."""
+    from valign_ray.models import TinyModelSpec, build_tiny_model, count_parameters, load_model
+
+    cfg = state.cfg.model
+    if cfg.path is not None:
+        state.model_path = Path(cfg.path)
+    else:
+        texts = state.tables["items"]["text"].to_list() + state.tables["candidates"][
+            "text"
+        ].to_list()
+        spec = TinyModelSpec(**to_dict(cfg.tiny))
+        state.model_path = build_tiny_model(state.run_dir / "base_model", texts, spec)
+    n = count_parameters(load_model(state.model_path))
+    print(f"base model {state.model_path}: {n / 1e6:.2f} M parameters", flush=True)
+    state.summary["model"] = {"path": str(state.model_path), "parameters": n}
+
+
+def stage_reference(state: RunState) -> None:
+    """Reference log-probs by Ray Data batch inference, cached by (model, data, tokenisation)."""
+    from valign_ray.distributed.data import score_reference_ray
+    from valign_ray.train.reference import (
+        REFERENCE_COLUMNS,
+        cache_key,
+        cache_path,
+        frame_fingerprint,
+        model_fingerprint,
+    )
+
+    cfg, rows = state.cfg, state.tables["train_rows"]
+    if not REFERENCE_COLUMNS[cfg.loss.name]:
+        state.summary["reference"] = {"cache": "not needed"}
+        return
+    key = cache_key(
+        model_fingerprint(state.model_path), frame_fingerprint(rows), cfg.loss.name,
+        cfg.data.max_length,
+    )
+    path = cache_path(Path(cfg.output_dir) / ".cache" / "reference", key)
+    hit = path.exists()
+    if hit:
+        scored = pl.read_parquet(path)
+    else:
+        scored = score_reference_ray(
+            rows, str(state.model_path), cfg.loss.name, max_length=cfg.data.max_length
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scored.write_parquet(path)
+    print(f"reference cache {'hit' if hit else 'miss (computed)'}: {path.name}", flush=True)
+    state.tables["train_rows"] = scored
+    state.summary["reference"] = {"cache": "hit" if hit else "miss", "key": key}
+
+
+def stage_train(state: RunState) -> None:
+    """Ray Train + DeepSpeed; the final checkpoint's Hugging Face export becomes ``model/``."""
+    from valign_ray.distributed.trainer import fit
+    from valign_ray.train.worker import HF_EXPORT, TrainJob
+
+    cfg = state.cfg
+    job = TrainJob(
+        config=cfg,
+        model_path=str(state.model_path.resolve()),
+        wandb_dir=str((state.run_dir / "wandb").resolve()),
+    )
+    result = fit(job, state.tables["train_rows"], storage_path=state.run_dir / "ray_train")
+    ckpt = state.run_dir / "checkpoint"
+    shutil.rmtree(ckpt, ignore_errors=True)
+    result.checkpoint.to_directory(str(ckpt))
+    aligned = state.run_dir / "model"
+    shutil.rmtree(aligned, ignore_errors=True)
+    shutil.copytree(ckpt / HF_EXPORT, aligned)
+    state.aligned_path = aligned
+    state.summary["train"] = {
+        k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)
+    }
+
+
+def stage_eval(state: RunState) -> None:
+    """Held-out respondents: weighted preference accuracy and margin, base vs aligned."""
+    from valign_ray.eval.heldout import evaluate_pairs
+    from valign_ray.models import load_model, load_tokenizer
+
+    cfg, pairs = state.cfg, state.tables["eval_pairs"]
+    tok = load_tokenizer(state.model_path)
+    results = {}
+    for name, path in (("base", state.model_path), ("aligned", state.aligned_path)):
+        results[name] = evaluate_pairs(
+            load_model(path), tok, pairs, max_length=cfg.data.max_length,
+            batch_size=cfg.eval.batch_size,
+        )
+    state.summary["eval"] = results
+
+
+STAGES: list[tuple[str, Callable[[RunState], None]]] = [
+    ("survey", stage_survey),
+    ("weights", stage_weights),
+    ("datasets", stage_datasets),
+    ("model", stage_model),
+    ("reference", stage_reference),
+    ("train", stage_train),
+    ("eval", stage_eval),
+]
+
+
+def run_pipeline(cfg: PipelineConfig, *, stages: list[str] | None = None) -> dict[str, Any]:
+    """Run the stages (all by default) under ``cfg.run_dir``; write and return the summary."""
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    state = RunState(cfg=cfg, run_dir=run_dir)
+    t0 = time.perf_counter()
+    for name, fn in STAGES:
+        if stages is None or name in stages:
+            _stage(state, name, fn)
+    state.timings["total"] = round(time.perf_counter() - t0, 2)
+    summary = {"name": cfg.name, "run_dir": str(run_dir), **state.summary, "wall_s": state.timings}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print(format_summary(summary), flush=True)
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The final table: the evaluation side by side, then the stage times."""
+    lines = ["", f"== summary: {summary['run_dir']} =="]
+    ev = summary.get("eval")
+    if ev:
+        lines.append(f"{'held-out metric':<28}{'base':>10}{'aligned':>10}")
+        for metric in ("preference_accuracy", "margin"):
+            lines.append(
+                f"{metric:<28}{ev['base'][metric]:>10.4f}{ev['aligned'][metric]:>10.4f}"
+            )
+        lines.append(f"{'pairs (held-out respondents)':<28}{ev['base']['n_pairs']:>10}")
+    w = summary.get("weighting")
+    if w and "ess" in w:
+        lines.append(f"weighting: n={w['n']} ESS={w['ess']:.1f}")
+    lines.append("wall time: " + ", ".join(f"{k} {v:.1f}s" for k, v in summary["wall_s"].items()))
+    return "\n".join(lines)

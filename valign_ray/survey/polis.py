@@ -1,0 +1,348 @@
+"""Import a Polis conversation export into the canonical survey tables (see ``tables.py``).
+
+A Polis export is a folder with (columns as Polis documents them; extra columns are ignored):
+
+- ``comments.csv``: ``comment-id``, ``moderated`` (-1 moderated out, 0 not yet moderated,
+  1 accepted), ``comment-body``, plus timestamps, author and vote tallies.
+- ``participants-votes.csv``: ``participant``, ``group-id`` (the Polis opinion group, blank
+  for participants who voted too little to be placed), tallies, then one column per comment id
+  (1 agree, -1 disagree, 0 pass, blank = not seen).
+- ``votes.csv`` (optional): the vote log, ``timestamp``, ``comment-id``, ``voter-id``, ``vote``.
+
+**Which vote source is canonical.** ``votes.csv`` when present: it is the raw log, with every
+vote and its time, and covers every comment, whereas the wide matrix is derived from it and may
+leave out columns (the biodiversity export has no columns for two moderated-out comments). The
+log can hold a participant's vote on a comment more than once (a revote, or the client sending
+the same vote twice): Polis keeps the latest, so do we, and count the earlier rows as
+``superseded_revote``. Where both files exist, the latest vote of every (participant, comment)
+cell that both files cover must equal the matrix cell, or we raise: two exports that disagree
+cannot both be right. ``participants-votes.csv`` is always read, for the opinion groups.
+
+Statements with ``moderated == -1`` were hidden from voters by the moderator (spam, off topic,
+duplicates); they are left out of ``items`` and their votes are counted as excluded. Statements
+with ``moderated == 0`` were shown unless the conversation used strict moderation, so they stay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+COMMENTS_COLUMNS = ("comment-id", "moderated", "comment-body")
+PARTICIPANTS_COLUMNS = ("participant", "group-id")
+VOTES_COLUMNS = ("timestamp", "comment-id", "voter-id", "vote")
+POLIS_TO_LIKERT = {-1: 1, 0: 2, 1: 3}  # disagree, pass, agree on the 3-option Likert scale
+
+_ITEM_SCHEMA = {
+    "item_id": pl.String,
+    "kind": pl.String,
+    "text": pl.String,
+    "dimension": pl.String,
+    "n_options": pl.Int64,
+}
+_CANDIDATE_SCHEMA = {"item_id": pl.String, "response_id": pl.String, "text": pl.String}
+_ANSWER_SCHEMA = {
+    "respondent_id": pl.String,
+    "item_id": pl.String,
+    "kind": pl.String,
+    "response_id": pl.String,
+    "response_b_id": pl.String,
+    "value": pl.Int64,
+    "free_text": pl.String,
+}
+
+
+@dataclass(frozen=True)
+class PolisImport:
+    """The canonical tables of one Polis conversation, plus counts of what was kept and why.
+
+    ``report`` adds up: statements ``in == kept + moderated_out``; votes ``in == kept +
+    sum(excluded.values())``; participants ``total == with_group + without_group``.
+    """
+
+    respondents: pl.DataFrame
+    items: pl.DataFrame
+    candidates: pl.DataFrame
+    answers: pl.DataFrame
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def pseudonymise(raw_id: str, salt: str) -> str:
+    """Return ``sha256(salt + raw_id)`` as 16 hex characters (64 bits).
+
+    Polis participant ids are small integers, so an unsalted hash is reversed by enumerating
+    them; the salt must stay secret for the pseudonyms to mean anything.
+    """
+    return hashlib.sha256((salt + raw_id).encode("utf-8")).hexdigest()[:16]
+
+
+def _read_csv(path: Path, required: tuple[str, ...]) -> pl.DataFrame:
+    # Everything is read as text: Polis ids are opaque and group ids must stay "0", not 0.0.
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found (a Polis export needs it)")
+    frame = pl.read_csv(path, infer_schema_length=0)
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; found {frame.columns}")
+    return frame
+
+
+def _to_int(
+    frame: pl.DataFrame, column: str, path: Path, *, id_col: str | None = None
+) -> pl.Series:
+    """Cast a text column to Int64, raising with the file, row and value of the first bad cell."""
+    cast = frame[column].str.strip_chars().cast(pl.Int64, strict=False)
+    bad = cast.is_null() & frame[column].is_not_null()
+    if bad.any():
+        row = int(bad.arg_true()[0])
+        where = f"{id_col}={frame[id_col][row]}" if id_col else f"data row {row + 1}"
+        raise ValueError(
+            f"{path}: {where}, column {column!r}: not an integer: {frame[column][row]!r}"
+        )
+    return cast
+
+
+def _read_comments(path: Path) -> pl.DataFrame:
+    raw = _read_csv(path, COMMENTS_COLUMNS)
+    comments = pl.DataFrame(
+        {
+            "comment_id": _to_int(raw, "comment-id", path),
+            "moderated": _to_int(raw, "moderated", path, id_col="comment-id"),
+            "text": raw["comment-body"],
+        }
+    )
+    if comments["comment_id"].null_count():
+        row = int(comments["comment_id"].is_null().arg_true()[0])
+        raise ValueError(f"{path}: data row {row + 1}: blank 'comment-id'")
+    dup = comments.filter(pl.col("comment_id").is_duplicated())["comment_id"].unique().to_list()
+    if dup:
+        raise ValueError(f"{path}: duplicated comment-id(s) {sorted(dup)[:10]}")
+    bad_mod = comments.filter(~pl.col("moderated").is_in([-1, 0, 1]).fill_null(False))
+    if bad_mod.height:
+        row = bad_mod.row(0, named=True)
+        raise ValueError(
+            f"{path}: comment-id={row['comment_id']}: moderated={row['moderated']}, not -1/0/1"
+        )
+    no_text = comments.filter((pl.col("moderated") >= 0) & pl.col("text").is_null())
+    if no_text.height:
+        raise ValueError(f"{path}: comment-id={no_text['comment_id'][0]}: empty 'comment-body'")
+    return comments
+
+
+def _check_votes(votes: pl.DataFrame, path: Path) -> None:
+    bad = votes.filter(~pl.col("vote").is_in(list(POLIS_TO_LIKERT)))
+    if bad.height:
+        row = bad.row(0, named=True)
+        raise ValueError(
+            f"{path}: participant {row['participant']}, comment-id {row['comment_id']}: "
+            f"vote {row['vote']} is not -1/0/1"
+        )
+
+
+def _votes_from_matrix(raw: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """Long votes (participant, comment_id, vote) from the wide matrix; blank = not seen."""
+    vote_cols = [c for c in raw.columns if c.strip().lstrip("-").isdigit()]
+    long = (
+        raw.select(["participant", *vote_cols])
+        .unpivot(index="participant", variable_name="comment_id", value_name="vote")
+        .filter(pl.col("vote").is_not_null() & (pl.col("vote").str.strip_chars() != ""))
+    )
+    votes = pl.DataFrame(
+        {
+            "participant": long["participant"],
+            "comment_id": long["comment_id"].str.strip_chars().cast(pl.Int64),
+            "vote": _to_int(long, "vote", path, id_col="participant"),
+        }
+    )
+    _check_votes(votes, path)
+    return votes
+
+
+def _votes_from_log(path: Path) -> tuple[pl.DataFrame, int]:
+    """Latest vote per (participant, comment) from votes.csv, and the superseded row count."""
+    raw = _read_csv(path, VOTES_COLUMNS)
+    log = pl.DataFrame(
+        {
+            "timestamp": _to_int(raw, "timestamp", path),
+            "participant": raw["voter-id"].str.strip_chars(),
+            "comment_id": _to_int(raw, "comment-id", path),
+            "vote": _to_int(raw, "vote", path),
+        }
+    ).with_row_index("row")
+    for col in ("timestamp", "participant", "comment_id", "vote"):
+        if log[col].null_count():
+            row = int(log[col].is_null().arg_true()[0])
+            raise ValueError(f"{path}: data row {row + 1}: blank {col!r}")
+    _check_votes(log, path)
+    # Stable sort: among equal timestamps the later row of the log wins.
+    latest = (
+        log.sort(["timestamp", "row"])
+        .group_by(["participant", "comment_id"], maintain_order=True)
+        .last()
+        .sort("row")
+        .select("participant", "comment_id", "vote")
+    )
+    return latest, log.height - latest.height
+
+
+def _cross_check(
+    log: pl.DataFrame,
+    matrix: pl.DataFrame,
+    participants: pl.Series,
+    vote_cols: list[int],
+    log_path: Path,
+    matrix_path: Path,
+) -> dict[str, int]:
+    """Compare every cell both files cover; a vote present in one and blank in the other counts."""
+
+    def covered(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.filter(
+            pl.col("participant").is_in(participants.implode())
+            & pl.col("comment_id").is_in(pl.Series(vote_cols, dtype=pl.Int64).implode())
+        )
+
+    joined = covered(log).join(
+        covered(matrix), on=["participant", "comment_id"], how="full", coalesce=True, suffix="_m"
+    )
+    bad = joined.filter(pl.col("vote").ne_missing(pl.col("vote_m")))
+    if bad.height:
+        rows = bad.head(5).to_dicts()
+        raise ValueError(
+            f"{log_path} and {matrix_path} disagree on {bad.height} of {joined.height} "
+            f"(participant, comment) cells, e.g. {rows} (vote = latest in the log, vote_m = matrix)"
+        )
+    return {"cells_compared": joined.height, "mismatches": 0}
+
+
+def import_polis(export_dir: str | Path, *, salt: str) -> PolisImport:
+    """Read a Polis export folder into respondents, items, candidates (empty) and answers.
+
+    Statements become ``statement`` items with ``n_options = 3``; votes become ``likert``
+    answers (disagree 1, pass 2, agree 3); participants become respondents with
+    ``respondent_id = sha256(salt + participant)[:16]`` and ``group`` = their Polis opinion
+    group as a string, or null when Polis did not place them (too few votes). A voter in
+    ``votes.csv`` missing from ``participants-votes.csv`` gets a null group and is counted in
+    ``report["participants"]["not_in_participants_votes"]``.
+
+    Votes on moderated-out statements, or on comment ids absent from ``comments.csv``, are
+    counted in ``report["votes"]["excluded"]`` by reason, as are superseded revotes.
+    """
+    if not salt:
+        raise ValueError("salt: must be a non-empty secret (Polis ids are small integers)")
+    export_dir = Path(export_dir)
+    comments_path = export_dir / "comments.csv"
+    matrix_path = export_dir / "participants-votes.csv"
+    log_path = export_dir / "votes.csv"
+
+    comments = _read_comments(comments_path)
+    matrix_raw = _read_csv(matrix_path, PARTICIPANTS_COLUMNS).with_columns(
+        pl.col("participant").str.strip_chars(), pl.col("group-id").str.strip_chars()
+    )
+    if matrix_raw["participant"].null_count():
+        raise ValueError(f"{matrix_path}: blank 'participant' in a data row")
+    dup = matrix_raw.filter(pl.col("participant").is_duplicated())["participant"].unique()
+    if dup.len():
+        raise ValueError(f"{matrix_path}: duplicated participant(s) {dup.head(10).to_list()}")
+    matrix_votes = _votes_from_matrix(matrix_raw, matrix_path)
+
+    if log_path.is_file():
+        source, votes, superseded = "votes.csv", *_votes_from_log(log_path)
+        matrix_cols = [int(c) for c in matrix_raw.columns if c.strip().lstrip("-").isdigit()]
+        cross_check = _cross_check(
+            votes, matrix_votes, matrix_raw["participant"], matrix_cols, log_path, matrix_path
+        )
+    else:
+        source, votes, superseded = "participants-votes.csv", matrix_votes, 0
+        cross_check = {"cells_compared": 0, "mismatches": 0}
+
+    kept_ids = comments.filter(pl.col("moderated") >= 0)["comment_id"]
+    out_ids = comments.filter(pl.col("moderated") == -1)["comment_id"].sort()
+    known = votes["comment_id"].is_in(comments["comment_id"].implode())
+    on_kept = votes["comment_id"].is_in(kept_ids.implode())
+    kept_votes = votes.filter(on_kept)
+    excluded = {
+        "superseded_revote": superseded,
+        "moderated_out": int((known & ~on_kept).sum()),
+        "unknown_statement": int((~known).sum()),
+    }
+
+    # Every voter is a respondent; matrix participants with no vote stay too (they were there).
+    groups = matrix_raw.select("participant", pl.col("group-id").alias("group"))
+    extra = (
+        votes.select("participant")
+        .unique(maintain_order=True)
+        .join(groups, on="participant", how="anti", maintain_order="left")
+    )
+    people = pl.concat([groups, extra.with_columns(pl.lit(None, pl.String).alias("group"))])
+    people = people.with_columns(
+        pl.col("group").replace("", None),
+        pl.col("participant")
+        .map_elements(lambda p: pseudonymise(p, salt), return_dtype=pl.String)
+        .alias("respondent_id"),
+    )
+    if people["respondent_id"].is_duplicated().any():
+        raise ValueError(f"{export_dir}: two participants share a pseudonym; change the salt")
+    respondents = people.select("respondent_id", "group")
+
+    items = (
+        comments.filter(pl.col("moderated") >= 0)
+        .sort("comment_id")
+        .select(
+            pl.col("comment_id").cast(pl.String).alias("item_id"),
+            pl.lit("statement").alias("kind"),
+            "text",
+            pl.lit(None, pl.String).alias("dimension"),
+            pl.lit(3, pl.Int64).alias("n_options"),
+        )
+        .cast(_ITEM_SCHEMA)
+    )
+    answers = (
+        kept_votes.join(
+            people.select("participant", "respondent_id"), on="participant", maintain_order="left"
+        )
+        .select(
+            "respondent_id",
+            pl.col("comment_id").cast(pl.String).alias("item_id"),
+            pl.lit("likert").alias("kind"),
+            pl.lit(None, pl.String).alias("response_id"),
+            pl.lit(None, pl.String).alias("response_b_id"),
+            pl.col("vote").replace_strict(POLIS_TO_LIKERT, return_dtype=pl.Int64).alias("value"),
+            pl.lit(None, pl.String).alias("free_text"),
+        )
+        .cast(_ANSWER_SCHEMA)
+    )
+    with_group = int(respondents["group"].is_not_null().sum())
+    report: dict[str, Any] = {
+        "export_dir": str(export_dir),
+        "vote_source": source,
+        "statements": {
+            "in": comments.height,
+            "kept": items.height,
+            "moderated_out": out_ids.len(),
+            "moderated_out_ids": [str(i) for i in out_ids.to_list()],
+            "kept_unmoderated": int((comments["moderated"] == 0).sum()),
+        },
+        "votes": {
+            "in": votes.height + superseded,
+            "kept": answers.height,
+            "excluded": excluded,
+        },
+        "participants": {
+            "total": respondents.height,
+            "with_group": with_group,
+            "without_group": respondents.height - with_group,
+            "not_in_participants_votes": extra.height,
+        },
+        "cross_check": cross_check,
+    }
+    return PolisImport(
+        respondents=respondents,
+        items=items,
+        candidates=pl.DataFrame(schema=_CANDIDATE_SCHEMA),
+        answers=answers,
+        report=report,
+    )

@@ -1,0 +1,537 @@
+"""A synthetic population with known values, and a biased survey sample drawn from it.
+
+Real surveys never reveal the population's true preferences, so the claim "survey weighting
+makes the aligned model represent the population better" cannot be checked on them. Here the
+truth is known by construction. The model of the world (all draws from one seeded
+``numpy.random.Generator``):
+
+1. **Demographics.** ``n_population`` people; each variable drawn independently from its
+   margin shares.
+2. **Value positions.** On dimension d a person sits at
+   ``theta_d = sum_v effect[d][v][category_v] + noise * N(0, 1)``. Per (dimension, variable)
+   the category effects are N(0, 1) draws centred to a margin-weighted mean of 0 and scaled to a
+   margin-weighted SD of ``group_effect * U(0.5, 1)``, so every variable separates its groups
+   on every dimension and over-sampling any group biases the sample.
+3. **Prompt items.** Item i of dimension d has one response per value pole. A person prefers
+   the pole-positive one iff ``theta_d + L > tau_i``, ``L ~ Logistic(0, 1)`` per (person,
+   item). Ratings: preferred response 1, other 0, except with probability ``flip`` both get the
+   same rating (1 or 0, evenly). Pairwise answers follow the preference, without flips.
+4. **Thresholds.** ``tau_i`` sits at a population quantile of ``theta_d + L``, so realised
+   population shares form an even grid over ``share_range``, except for ``contested_fraction``
+   of each dimension's items, placed between the population median and the sample's expected
+   (propensity-weighted) median: their unweighted sample majority is expected to be wrong.
+   These contested items are the only part of the world that depends on the sampling design
+   (``contested_fraction=0`` removes it); they make the headline question testable.
+5. **Statements.** ``theta_d + L - offset_j`` cut at ``LIKERT_CUTS`` gives 1..5
+   (5 = strongest agreement with the pole-positive sentence).
+6. **Sample.** Propensity = product of ``oversample`` odds times product of ``response_rate``
+   over a person's categories (1 where unlisted); ``n_sample`` people drawn without replacement
+   with probability proportional to it. Defaults: 65+ x3, South Island x2, men answer at 0.6.
+
+Respondents' answers are their own simulated population answers, so ``truth`` (realised shares
+over the whole population, overall and per category) is the finite-population quantity a
+weighted estimate should hit. Texts come from templates: each dimension has topics and marker
+phrases per pole shared by all its items, so a tiny LM can learn the pole from the markers and
+generalise to held-out topics. Prompt ``"Question: Should <topic>?\\nAnswer:"``, response
+``" <marker>, because <reason>."``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+LIKERT_OPTIONS = 5
+LIKERT_CUTS = np.array([-2.4, -0.8, 0.8, 2.4])  # theta + Logistic(0, 1) has SD about 2.5
+MARGIN_TOLERANCE = 1e-3
+Margins = dict[str, dict[str, float]]
+
+# One "key: phrase | phrase" per line; repeated keys append. Pole-positive first.
+_TEMPLATE_TEXT = """
+[environment_economy]
+topics: the council allow a new mine near the river | the government build more roads
+topics: farms be allowed to take more river water | the city build a second runway
+topics: the port be expanded into the harbour | new houses be built on farmland
+topics: fishing limits be raised | the region approve a new dairy farm
+topics: the town allow logging in the hills | the country drill for more gas
+positive_markers: Protect the native bush | Put nature first | Keep the rivers clean
+negative_markers: Keep costs low | Put jobs first | Grow the economy
+positive_reasons: the land must last for our grandchildren | wild places cannot be replaced
+positive_reasons: clean water matters more than profit
+negative_reasons: families need work and fair prices | people cannot afford more bills
+negative_reasons: growth pays for schools and hospitals
+statements: Protecting nature matters more than economic growth
+statements: We should pay higher prices to keep the rivers clean
+statements: The native bush must be protected even if it costs jobs
+[community_individual]
+topics: neighbours share the cost of a new playground | the town run a shared garden
+topics: people pay more tax for public transport | schools teach volunteering
+topics: the council fund a community hall | everyone help clean the local beach
+topics: rates pay for free swimming pools | the city buy land for a public park
+topics: drivers give up parking for a bike lane | the street hold a yearly party
+positive_markers: Work together as a community | Look after each other | Share the load fairly
+negative_markers: Let each person decide | Respect personal freedom | Keep it a private choice
+positive_reasons: strong towns are built by neighbours | nobody should be left behind
+positive_reasons: we all gain when we pitch in
+negative_reasons: people know their own lives best | forced help breeds resentment
+negative_reasons: freedom matters more than rules
+statements: People should put the needs of the community before their own
+statements: Neighbours have a duty to help each other
+statements: Sharing costs fairly matters more than personal choice
+[tradition_change]
+topics: the town keep its old name | schools keep the old exam system
+topics: the old town hall be saved | shops stay closed on Sundays
+topics: the rugby club keep its old rules | the main street keep its heritage look
+topics: the council keep the Christmas parade | the school keep its uniform
+topics: the old railway be restored | the war memorial stay in the square
+positive_markers: Keep our traditions | Honour the old ways | Stay with what works
+negative_markers: Embrace change | Try something new | Move with the times
+positive_reasons: history gives us roots | old customs hold us together
+positive_reasons: proven ways deserve respect
+negative_reasons: the world keeps moving on | young people need a say
+negative_reasons: fresh ideas solve old problems
+statements: Traditions should be kept even when times change
+statements: The old ways are usually the best ways
+statements: Our heritage matters more than new ideas
+[safety_liberty]
+topics: the town put cameras on every street | the speed limit be lowered
+topics: police get more powers to search cars | fireworks be banned for the public
+topics: swimming be banned at the river mouth | bars close at midnight
+topics: helmets be required on every bike path | the park close after dark
+topics: dogs be kept on a lead everywhere | the council ban fires on the beach
+positive_markers: Put safety first | Protect people from harm | Better safe than sorry
+negative_markers: Keep people free | Trust people to choose | Avoid needless rules
+positive_reasons: one injury is one too many | the rules keep children safe
+positive_reasons: prevention beats cleaning up
+negative_reasons: adults can manage their own risks | too many rules smother life
+negative_reasons: free people take care of themselves
+statements: Public safety matters more than personal freedom
+statements: More rules are worth it if they prevent harm
+statements: The government should protect people from risky choices
+"""
+
+
+@dataclass(frozen=True)
+class DimensionText:
+    """Templates of one value dimension: ``positive`` pole vs ``negative`` pole."""
+
+    name: str
+    topics: tuple[str, ...]
+    positive_markers: tuple[str, ...]
+    negative_markers: tuple[str, ...]
+    positive_reasons: tuple[str, ...]
+    negative_reasons: tuple[str, ...]
+    statements: tuple[str, ...]  # pole-positive value sentences, without the full stop
+
+
+def _parse_templates(text: str) -> tuple[DimensionText, ...]:
+    blocks: list[dict[str, list[str]]] = []
+    for line in filter(None, map(str.strip, text.splitlines())):
+        if line.startswith("["):
+            blocks.append({"name": [line.strip("[]")]})
+        else:
+            key, phrases = line.split(":", 1)
+            blocks[-1].setdefault(key, []).extend(p.strip() for p in phrases.split("|"))
+    return tuple(
+        DimensionText(name=b.pop("name")[0], **{k: tuple(v) for k, v in b.items()}) for b in blocks
+    )
+
+
+DIMENSIONS = _parse_templates(_TEMPLATE_TEXT)
+
+
+def _default_oversample() -> Margins:
+    return {"age_band": {"65+": 3.0}, "region_group": {"South Island": 2.0}}
+
+
+def _default_response_rate() -> Margins:
+    return {"gender": {"male": 0.6}}
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """What to simulate; the defaults build the quickstart survey (about 0.1 s)."""
+
+    seed: int = 0
+    n_population: int = 20000  # simulated population
+    n_sample: int = 600  # respondents in the (biased) survey sample
+    n_dimensions: int = 3  # K latent value dimensions (at most len(DIMENSIONS))
+    items_per_dimension: int = 8  # prompt items per dimension (at most 10)
+    statements_per_dimension: int = 2  # Likert statements per dimension (at most 3)
+    # variable -> category -> relative inclusion odds (unlisted categories: 1)
+    oversample: Margins = field(default_factory=_default_oversample)
+    # variable -> category -> probability of answering when selected (unlisted: 1)
+    response_rate: Margins = field(default_factory=_default_response_rate)
+    group_effect: float = 1.5  # strength of subgroup differences on the dimensions
+    noise: float = 1.0  # idiosyncratic spread of respondents' positions
+    flip: float = 0.05  # probability that a respondent rates both responses the same
+    pairwise_fraction: float = 0.5  # share of prompt items each respondent also compares
+    share_range: tuple[float, float] = (0.3, 0.75)  # population shares of the positive pole
+    contested_fraction: float = 0.25  # items per dimension placed to flip the sample majority
+
+
+@dataclass(frozen=True)
+class SyntheticSurvey:
+    """The biased sample in the canonical tables (``tables.py``) plus the population truth.
+
+    ``truth``: ``item_id``, ``kind`` (``rating`` | ``pairwise`` | ``likert``), ``response_id``
+    (rating: each response; pairwise: the pole-positive response; likert: null), ``variable``
+    and ``category`` (``"all"`` for the whole population), ``share`` (rating: share rating the
+    response desirable; pairwise: share preferring the pole-positive response; likert: share in
+    the top two options; NaN for a category nobody in the population has), ``dist`` (likert:
+    distribution over options 1..5, else null).
+    ``flips``: per prompt item, ``population_share`` and unweighted ``sample_share`` preferring
+    the pole-positive response, ``flipped`` when they fall on different sides of 0.5, and
+    ``contested`` when the item was placed to flip (module docstring, point 4).
+    """
+
+    respondents: pl.DataFrame
+    items: pl.DataFrame
+    candidates: pl.DataFrame
+    answers: pl.DataFrame
+    demographics: dict[str, list[str]]
+    truth: pl.DataFrame
+    flips: pl.DataFrame
+    population_shares: Margins
+
+    def population_margins(self) -> Margins:
+        """Realised category shares of the simulated population: raking the sample to these
+        estimates ``truth`` without the population's own sampling error in the margins."""
+        return {v: dict(cats) for v, cats in self.population_shares.items()}
+
+
+@dataclass(frozen=True)
+class _Responses:
+    """Every population member's simulated answers (rows: people)."""
+
+    pos_ids: list[str]  # pole-positive response per prompt item
+    neg_ids: list[str]
+    prefers_pos: np.ndarray  # (people, prompt items) bool
+    rate_pos: np.ndarray  # rating of the pole-positive response, bool
+    rate_neg: np.ndarray
+    stmt_ids: list[str]
+    likert: np.ndarray  # (people, statements) int in 1..5
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [r.rsplit("_", 1)[0] for r in self.pos_ids]
+
+
+def generate_synthetic(
+    spec: SyntheticSpec,
+    margins: Margins,
+    variables: Sequence[str] = ("age_band", "gender", "region_group"),
+) -> SyntheticSurvey:
+    """Simulate the population of the module docstring and draw the biased sample from it.
+
+    Deterministic in ``spec.seed``. Raises ValueError naming the field, variable or category
+    for an impossible spec, or margins that miss a variable or do not sum to 1 (within 1e-3).
+    """
+    _check_spec(spec)
+    shares = _checked_shares(margins, variables)
+    _check_scheme(spec.oversample, shares, "oversample", upper=None)
+    _check_scheme(spec.response_rate, shares, "response_rate", upper=1.0)
+    rng = np.random.default_rng(spec.seed)
+    n_pop, dims = spec.n_population, DIMENSIONS[: spec.n_dimensions]
+
+    codes = {
+        v: rng.choice(len(cats), size=n_pop, p=list(cats.values())) for v, cats in shares.items()
+    }
+    theta = spec.noise * rng.standard_normal((n_pop, len(dims)))
+    for d in range(len(dims)):
+        for v, cats in shares.items():
+            theta[:, d] += _category_effects(rng, np.array(list(cats.values())), spec)[codes[v]]
+    propensity = np.ones(n_pop)
+    for scheme in (spec.oversample, spec.response_rate):
+        for v, factors in scheme.items():
+            propensity *= np.array([factors.get(c, 1.0) for c in shares[v]])[codes[v]]
+
+    items, candidates, pos_ids, neg_ids, item_dim = _prompt_tables(rng, dims, spec)
+    latent = theta[:, item_dim] + rng.logistic(size=(n_pop, len(pos_ids)))
+    tau, contested = _thresholds(rng, spec, latent, item_dim, propensity)
+    prefers_pos = latent > tau
+    same = rng.random(latent.shape) < spec.flip
+    same_value = rng.random(latent.shape) < 0.5
+    statements, stmt_dim = _statement_table(dims, spec)
+    per_dim = spec.statements_per_dimension
+    offsets = np.tile(
+        np.linspace(-1.0, 1.0, per_dim) if per_dim > 1 else np.zeros(per_dim), len(dims)
+    )
+    y = theta[:, stmt_dim] + rng.logistic(size=(n_pop, len(stmt_dim))) - offsets
+    world = _Responses(
+        pos_ids=pos_ids,
+        neg_ids=neg_ids,
+        prefers_pos=prefers_pos,
+        rate_pos=np.where(same, same_value, prefers_pos),
+        rate_neg=np.where(same, same_value, ~prefers_pos),
+        stmt_ids=statements["item_id"].to_list(),
+        likert=1 + np.searchsorted(LIKERT_CUTS, y),
+    )
+
+    sample = np.sort(
+        rng.choice(n_pop, spec.n_sample, replace=False, p=propensity / propensity.sum())
+    )
+    respondent_ids = [f"r{k:06d}" for k in range(len(sample))]
+    respondents = pl.DataFrame(
+        {"respondent_id": respondent_ids}
+        | {v: np.array(list(cats))[codes[v][sample]].tolist() for v, cats in shares.items()}
+    )
+    pop_pref, sample_pref = prefers_pos.mean(axis=0), prefers_pos[sample].mean(axis=0)
+    flips = pl.DataFrame(
+        {
+            "item_id": world.item_ids,
+            "population_share": pop_pref,
+            "sample_share": sample_pref,
+            "flipped": (pop_pref > 0.5) != (sample_pref > 0.5),
+            "contested": contested,
+        }
+    )
+    return SyntheticSurvey(
+        respondents=respondents,
+        items=pl.concat([items, statements]),
+        candidates=candidates,
+        answers=_answers(rng, spec, respondent_ids, sample, world),
+        demographics={v: list(cats) for v, cats in shares.items()},
+        truth=_truth(shares, codes, world),
+        flips=flips,
+        population_shares={
+            v: {c: float(np.mean(codes[v] == k)) for k, c in enumerate(cats)}
+            for v, cats in shares.items()
+        },
+    )
+
+
+def _check_spec(spec: SyntheticSpec) -> None:
+    limits = {
+        "n_dimensions": (1, len(DIMENSIONS)),
+        "items_per_dimension": (1, min(len(d.topics) for d in DIMENSIONS)),
+        "statements_per_dimension": (0, min(len(d.statements) for d in DIMENSIONS)),
+        "n_population": (1, None),
+        "n_sample": (1, spec.n_population),
+        "flip": (0.0, 1.0),
+        "pairwise_fraction": (0.0, 1.0),
+        "contested_fraction": (0.0, 1.0),
+        "group_effect": (0.0, None),
+        "noise": (0.0, None),
+    }
+    for name, (low, high) in limits.items():
+        value = getattr(spec, name)
+        if not (value >= low and (high is None or value <= high)):
+            raise ValueError(f"SyntheticSpec.{name}={value} must be in [{low}, {high}]")
+    low, high = spec.share_range
+    if not 0.0 < low <= high < 1.0:
+        raise ValueError(f"SyntheticSpec.share_range={spec.share_range} needs 0 < lo <= hi < 1")
+
+
+def _checked_shares(margins: Margins, variables: Sequence[str]) -> Margins:
+    """The margins of ``variables``, renormalised after checking they sum to 1 (1e-3)."""
+    if not variables or len(set(variables)) != len(variables):
+        raise ValueError(f"variables {list(variables)} must be non-empty and distinct")
+    out = {}
+    for v in variables:
+        if not margins.get(v):
+            raise ValueError(f"margins have no variable {v!r} (have {sorted(margins)})")
+        bad = [c for c, s in margins[v].items() if not (np.isfinite(s) and s >= 0)]
+        if bad:
+            raise ValueError(f"margins[{v!r}]: shares of categories {bad} must be finite, >= 0")
+        total = sum(margins[v].values())
+        if abs(total - 1.0) > MARGIN_TOLERANCE:
+            raise ValueError(f"margins[{v!r}]: shares sum to {total:.6f}, not 1")
+        out[v] = {c: s / total for c, s in margins[v].items()}
+    return out
+
+
+def _check_scheme(scheme: Margins, shares: Margins, name: str, upper: float | None) -> None:
+    for v, factors in scheme.items():
+        if v not in shares:
+            raise ValueError(f"SyntheticSpec.{name}: unknown variable {v!r} (have {list(shares)})")
+        for c, x in factors.items():
+            if c not in shares[v]:
+                raise ValueError(
+                    f"SyntheticSpec.{name}[{v!r}]: unknown category {c!r} (have {list(shares[v])})"
+                )
+            if not (x > 0 and (upper is None or x <= upper)):
+                raise ValueError(f"SyntheticSpec.{name}[{v!r}][{c!r}]={x} must be in (0, {upper}]")
+
+
+def _category_effects(rng: np.random.Generator, p: np.ndarray, spec: SyntheticSpec) -> np.ndarray:
+    """Effects with margin-weighted mean 0 and SD ``group_effect * U(0.5, 1)``."""
+    z = rng.standard_normal(len(p))
+    z -= p @ z
+    sd = np.sqrt(p @ z**2)
+    scale = spec.group_effect * rng.uniform(0.5, 1.0)
+    return z * (scale / sd) if sd > 0 else z
+
+
+def _thresholds(
+    rng: np.random.Generator,
+    spec: SyntheticSpec,
+    latent: np.ndarray,
+    item_dim: np.ndarray,
+    propensity: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``tau`` per item (module docstring, point 4) and whether the item is contested."""
+    n_items = latent.shape[1]
+    tau, contested = np.empty(n_items), np.zeros(n_items, dtype=bool)
+    n_contested = round(spec.contested_fraction * spec.items_per_dimension)
+    grid = np.linspace(*spec.share_range, spec.items_per_dimension - n_contested)
+    for d in np.unique(item_dim):
+        # a random order of the dimension's items; the first n_contested are contested
+        order = np.flatnonzero(item_dim == d)[rng.permutation(spec.items_per_dimension)]
+        for k, i in enumerate(order):
+            if k >= n_contested:
+                tau[i] = np.quantile(latent[:, i], 1.0 - grid[k - n_contested])
+                continue
+            pop_median = np.quantile(latent[:, i], 0.5)
+            sorted_idx = np.argsort(latent[:, i])
+            cum = np.cumsum(propensity[sorted_idx])
+            sample_median = latent[sorted_idx[np.searchsorted(cum, 0.5 * cum[-1])], i]
+            tau[i] = pop_median + (sample_median - pop_median) * (k + 1) / (n_contested + 1)
+            contested[i] = True
+    return tau, contested
+
+
+def _prompt_tables(
+    rng: np.random.Generator, dims: Sequence[DimensionText], spec: SyntheticSpec
+) -> tuple[pl.DataFrame, pl.DataFrame, list[str], list[str], np.ndarray]:
+    """Items and candidates. Which of ``<item>_r1`` / ``<item>_r2`` is pole-positive is random
+    per item, so ids and candidate order carry no pole information."""
+    item_rows, cand_rows, pos_ids, neg_ids, item_dim = [], [], [], [], []
+    for d, dim in enumerate(dims):
+        for i in range(spec.items_per_dimension):
+            item_id = f"{dim.name}_p{i:02d}"
+            m, r = i % 3, (i + i // 3) % 3  # rotate markers and reasons out of step
+            pos = f" {dim.positive_markers[m]}, because {dim.positive_reasons[r]}."
+            neg = f" {dim.negative_markers[m]}, because {dim.negative_reasons[r]}."
+            item_rows.append(
+                (item_id, "prompt", f"Question: Should {dim.topics[i]}?\nAnswer:", dim.name, 0)
+            )
+            ids = [f"{item_id}_r1", f"{item_id}_r2"]
+            if rng.random() < 0.5:
+                ids.reverse()
+            cand_rows += sorted([(item_id, ids[0], pos), (item_id, ids[1], neg)])
+            pos_ids.append(ids[0])
+            neg_ids.append(ids[1])
+            item_dim.append(d)
+    items = pl.DataFrame(item_rows, schema=_ITEM_SCHEMA, orient="row")
+    cand_schema = {"item_id": pl.Utf8, "response_id": pl.Utf8, "text": pl.Utf8}
+    candidates = pl.DataFrame(cand_rows, schema=cand_schema, orient="row")
+    return items, candidates, pos_ids, neg_ids, np.array(item_dim)
+
+
+_ITEM_SCHEMA = {
+    "item_id": pl.Utf8,
+    "kind": pl.Utf8,
+    "text": pl.Utf8,
+    "dimension": pl.Utf8,
+    "n_options": pl.Int64,
+}
+
+
+def _statement_table(
+    dims: Sequence[DimensionText], spec: SyntheticSpec
+) -> tuple[pl.DataFrame, np.ndarray]:
+    rows = [
+        (f"{dim.name}_s{j}", "statement", f"{dim.statements[j]}.", dim.name, LIKERT_OPTIONS)
+        for dim in dims
+        for j in range(spec.statements_per_dimension)
+    ]
+    stmt_dim = np.repeat(np.arange(len(dims)), spec.statements_per_dimension)
+    return pl.DataFrame(rows, schema=_ITEM_SCHEMA, orient="row"), stmt_dim
+
+
+def _answers(
+    rng: np.random.Generator,
+    spec: SyntheticSpec,
+    respondent_ids: list[str],
+    sample: np.ndarray,
+    world: _Responses,
+) -> pl.DataFrame:
+    """Two ratings per respondent and prompt item, a pairwise answer on a random
+    ``pairwise_fraction`` of the items (per respondent), one Likert answer per statement."""
+    n, n_items = len(sample), len(world.pos_ids)
+    rid = np.array(respondent_ids)
+    item_ids, pos, neg = np.array(world.item_ids), np.array(world.pos_ids), np.array(world.neg_ids)
+    r_idx, i_idx = np.repeat(np.arange(n), n_items), np.tile(np.arange(n_items), n)
+    pref = world.prefers_pos[sample].ravel()
+    order = np.argsort(rng.random((n, n_items)), axis=1)
+    pm = (np.argsort(order, axis=1) < round(spec.pairwise_fraction * n_items)).ravel()
+    n_stmt = len(world.stmt_ids)
+    s_r, s_i = np.repeat(np.arange(n), n_stmt), np.tile(np.arange(n_stmt), n)
+    winner, loser = np.where(pref, pos[i_idx], neg[i_idx]), np.where(pref, neg[i_idx], pos[i_idx])
+    parts = [  # respondent, item, kind, response_id, response_b_id, value
+        (rid[r_idx], item_ids[i_idx], "rating", pos[i_idx], None, world.rate_pos[sample].ravel()),
+        (rid[r_idx], item_ids[i_idx], "rating", neg[i_idx], None, world.rate_neg[sample].ravel()),
+        (rid[r_idx[pm]], item_ids[i_idx[pm]], "pairwise", winner[pm], loser[pm], np.ones(pm.sum())),
+        (
+            rid[s_r],
+            np.array(world.stmt_ids)[s_i],
+            "likert",
+            None,
+            None,
+            world.likert[sample].ravel(),
+        ),
+    ]
+    frames = []
+    for r, item, kind, a, b, value in parts:
+        nulls = [None] * len(r)
+        columns = [
+            r,
+            item,
+            [kind] * len(r),
+            nulls if a is None else a,
+            nulls if b is None else b,
+            value.astype(np.int64),
+            nulls,
+        ]
+        frames.append(
+            pl.DataFrame(dict(zip(_ANSWER_SCHEMA, columns, strict=True)), schema=_ANSWER_SCHEMA)
+        )
+    return pl.concat(frames).sort(["respondent_id", "item_id", "kind"], maintain_order=True)
+
+
+_ANSWER_SCHEMA = {
+    "respondent_id": pl.Utf8,
+    "item_id": pl.Utf8,
+    "kind": pl.Utf8,
+    "response_id": pl.Utf8,
+    "response_b_id": pl.Utf8,
+    "value": pl.Int64,
+    "free_text": pl.Utf8,
+}
+
+
+def _truth(shares: Margins, codes: dict[str, np.ndarray], world: _Responses) -> pl.DataFrame:
+    """Realised population shares, overall and per (variable, category)."""
+    groups = [("all", "all", np.ones(len(world.prefers_pos), dtype=bool))]
+    groups += [(v, c, codes[v] == k) for v, cats in shares.items() for k, c in enumerate(cats)]
+    rows = []
+    for v, c, mask in groups:
+        size = mask.sum()
+
+        def share(x: np.ndarray, size: int = size, mask: np.ndarray = mask) -> float:
+            # NaN, not an error: a tiny margin can leave a category without anybody
+            return float(x[mask].mean()) if size else float("nan")
+
+        for i, item in enumerate(world.item_ids):
+            pos, neg = world.pos_ids[i], world.neg_ids[i]
+            rows.append((item, "rating", pos, v, c, share(world.rate_pos[:, i]), None))
+            rows.append((item, "rating", neg, v, c, share(world.rate_neg[:, i]), None))
+            rows.append((item, "pairwise", pos, v, c, share(world.prefers_pos[:, i]), None))
+        for j, item in enumerate(world.stmt_ids):
+            counts = np.bincount(world.likert[mask, j], minlength=LIKERT_OPTIONS + 1)[1:]
+            dist = (counts / size).tolist() if size else None
+            rows.append((item, "likert", None, v, c, share(world.likert[:, j] >= 4), dist))
+    schema = {
+        "item_id": pl.Utf8,
+        "kind": pl.Utf8,
+        "response_id": pl.Utf8,
+        "variable": pl.Utf8,
+        "category": pl.Utf8,
+        "share": pl.Float64,
+        "dist": pl.List(pl.Float64),
+    }
+    return pl.DataFrame(rows, schema=schema, orient="row")

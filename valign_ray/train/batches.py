@@ -1,0 +1,66 @@
+"""Deterministic global batches: which rows every worker trains on at every step.
+
+Each epoch is a seeded permutation of the rows, cut into global batches of
+``micro_batch * world_size * grad_accum`` rows; worker ``r`` takes every ``world_size``-th row of
+each micro-batch slice. Because a step's rows are a function of (seed, epoch, step) alone, a run
+resumed at step k trains on exactly the rows an uninterrupted run would, and a 1-worker run sees
+the same global batches as a 2-worker one. Rows of a final partial global batch are carried into
+no step of that epoch (the next epoch's permutation differs); the count is reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    n_rows: int
+    micro_batch: int  # rows per worker per micro-step
+    world_size: int
+    grad_accum: int
+    epochs: int
+    seed: int
+    max_steps: int | None = None
+
+    @property
+    def global_batch(self) -> int:
+        return self.micro_batch * self.world_size * self.grad_accum
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n_rows // self.global_batch
+
+    @property
+    def total_steps(self) -> int:
+        total = self.steps_per_epoch * self.epochs
+        return total if self.max_steps is None else min(total, self.max_steps)
+
+    @property
+    def rows_skipped_per_epoch(self) -> int:
+        return self.n_rows - self.steps_per_epoch * self.global_batch
+
+    def validate(self) -> None:
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"{self.n_rows} training rows are fewer than one global batch "
+                f"({self.micro_batch} per worker x {self.world_size} workers x "
+                f"{self.grad_accum} accumulation steps = {self.global_batch})"
+            )
+
+    def global_rows(self, step: int) -> np.ndarray:
+        """Row indices of optimizer step ``step`` (all workers, all micro-steps)."""
+        epoch, within = divmod(step, self.steps_per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.n_rows)
+        return order[within * self.global_batch : (within + 1) * self.global_batch]
+
+    def worker_rows(self, step: int, rank: int) -> list[np.ndarray]:
+        """This worker's row indices for each micro-step of optimizer step ``step``."""
+        rows = self.global_rows(step)
+        per_micro = self.micro_batch * self.world_size
+        return [
+            rows[m * per_micro : (m + 1) * per_micro][rank :: self.world_size]
+            for m in range(self.grad_accum)
+        ]

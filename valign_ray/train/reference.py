@@ -1,0 +1,98 @@
+"""Reference-model log-probabilities, computed once per (model, dataset, tokenisation) and cached.
+
+KTO and DPO compare the policy with a frozen reference. Its log-probabilities never change, so
+they are computed once by batch inference (Ray Data applies :func:`score_reference` per batch)
+and stored as extra columns next to the rows; every later run and every Tune trial with the same
+key reuses them, and a training step runs only the policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from valign_ray.train.logprobs import collate, completion_logps, encode_pair
+
+# (prompt column, completion column, output column) per loss.
+REFERENCE_COLUMNS: dict[str, list[tuple[str, str, str]]] = {
+    "kto": [("prompt", "completion", "ref_logp"), ("prompt", "kl_completion", "ref_kl_logp")],
+    "dpo": [("prompt", "chosen", "ref_chosen_logp"), ("prompt", "rejected", "ref_rejected_logp")],
+    "sft": [],
+}
+
+
+def score_reference(
+    model: Any,
+    tokenizer: Any,
+    rows: pl.DataFrame,
+    loss_name: str,
+    *,
+    max_length: int,
+    batch_size: int = 32,
+) -> pl.DataFrame:
+    """``rows`` plus the reference log-prob columns the loss needs (summed over completion)."""
+    import torch
+
+    out = rows
+    model.eval()
+    for prompt_col, comp_col, out_col in REFERENCE_COLUMNS[loss_name]:
+        values: list[float] = []
+        prompts, comps = rows[prompt_col].to_list(), rows[comp_col].to_list()
+        for start in range(0, len(prompts), batch_size):
+            enc = [
+                encode_pair(tokenizer, p, c, max_length=max_length)
+                for p, c in zip(
+                    prompts[start : start + batch_size], comps[start : start + batch_size]
+                )
+            ]
+            with torch.no_grad():
+                logps, _ = completion_logps(model, collate(enc, tokenizer.pad_token_id))
+            values.extend(logps.tolist())
+        out = out.with_columns(pl.Series(out_col, values, dtype=pl.Float64))
+    return out
+
+
+def _hash_file(h: Any, path: Path, chunk: int = 1 << 20) -> None:
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+
+
+def model_fingerprint(model_dir: str | Path) -> str:
+    """Hash of the weights and config files of a local model folder (content, not mtime)."""
+    h = hashlib.sha256()
+    root = Path(model_dir)
+    files = sorted(
+        p
+        for p in root.iterdir()
+        if p.suffix in {".safetensors", ".bin", ".json", ".model", ".txt"} and p.is_file()
+    )
+    if not files:
+        raise ValueError(f"{root} holds no model files to fingerprint")
+    for p in files:
+        h.update(p.name.encode())
+        _hash_file(h, p)
+    return h.hexdigest()[:16]
+
+
+def frame_fingerprint(rows: pl.DataFrame) -> str:
+    """Hash of a frame's content (column names and values, in row order)."""
+    h = hashlib.sha256(json.dumps(rows.columns).encode())
+    for col in rows.columns:
+        h.update(str(rows[col].to_list()).encode())
+    return h.hexdigest()[:16]
+
+
+def cache_key(model_fp: str, data_fp: str, loss_name: str, max_length: int) -> str:
+    """Key of a reference cache entry: model, data, and every tokenisation setting."""
+    settings = {"loss": loss_name, "max_length": max_length, "eos": True, "v": 1}
+    raw = json.dumps([model_fp, data_fp, settings], sort_keys=True).encode()
+    return hashlib.sha256(raw).hexdigest()[:20]
+
+
+def cache_path(cache_dir: str | Path, key: str) -> Path:
+    return Path(cache_dir) / f"ref-{key}.parquet"
