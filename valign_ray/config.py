@@ -119,6 +119,9 @@ class TrainConfig:
     zero_stage: Literal[0, 1, 2, 3] = 2
     precision: Literal["fp32", "bf16"] = "fp32"
     checkpoint_every: int = 0  # optimizer steps between checkpoints; 0: only the final one
+    # Steps between metric reports to Ray Train (W&B and metrics.jsonl get every step): the
+    # Train V2 controller takes one report per worker per poll, so per-step reports stall.
+    report_every: int = 10
     max_failures: int = 0  # Ray Train restarts from the latest checkpoint
     weighted: bool = True  # false ignores survey weights in the loss (ablation)
     seed: int = 0

@@ -7,6 +7,7 @@ Stages are plain functions of the config and the run directory; the Ray edges ar
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -234,13 +235,25 @@ def stage_train(state: RunState) -> None:
     from valign_ray.distributed.trainer import fit
     from valign_ray.train.worker import HF_EXPORT, TrainJob
 
-    cfg = state.cfg
+    from valign_ray.train.reference import frame_fingerprint
+
+    cfg, rows = state.cfg, state.tables["train_rows"]
     job = TrainJob(
         config=cfg,
         model_path=str(state.model_path.resolve()),
         wandb_dir=str((state.run_dir / "wandb").resolve()),
+        metrics_path=str((state.run_dir / "train_metrics.jsonl").resolve()),
     )
-    result = fit(job, state.tables["train_rows"], storage_path=state.run_dir / "ray_train")
+    # Same config and data -> same name -> Ray Train resumes an interrupted run from its latest
+    # checkpoint; anything different starts afresh beside it.
+    fingerprint = hashlib.sha256(
+        json.dumps([to_dict(cfg.train), to_dict(cfg.loss), to_dict(cfg.model)]).encode()
+        + frame_fingerprint(rows).encode()
+        + str(state.model_path.resolve()).encode()
+    ).hexdigest()[:10]
+    name = f"train-{fingerprint}"
+    print(f"training run {name} (rerun the same command to resume it)", flush=True)
+    result = fit(job, rows, storage_path=state.run_dir / "ray_train", name=name)
     ckpt = state.run_dir / "checkpoint"
     shutil.rmtree(ckpt, ignore_errors=True)
     result.checkpoint.to_directory(str(ckpt))

@@ -8,6 +8,7 @@ no respondent id: only the weight and the group the respondent belongs to.
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 KTO_SCHEMA = {
@@ -55,13 +56,24 @@ def _rated(
     rated = answers.filter(pl.col("kind") == "rating").select(
         "respondent_id", "item_id", "response_id", "value"
     )
+    # Keep the answers' order: KTO's kl_completion pairs each row with the next one, and polars
+    # gives no order guarantee for joins unless asked.
     joined = (
-        rated.join(items.select("item_id", pl.col("text").alias("prompt")), on="item_id")
+        rated.join(
+            items.select("item_id", pl.col("text").alias("prompt")),
+            on="item_id",
+            maintain_order="left",
+        )
         .join(
             candidates.select("item_id", "response_id", pl.col("text").alias("completion")),
             on=["item_id", "response_id"],
+            maintain_order="left",
         )
-        .join(_respondent_lookup(respondents, group_column), on="respondent_id")
+        .join(
+            _respondent_lookup(respondents, group_column),
+            on="respondent_id",
+            maintain_order="left",
+        )
     )
     if joined.height != rated.height:
         # Ingestion validates references, so a mismatch here is a bug upstream, not bad data.
@@ -77,20 +89,23 @@ def mismatched_completions(prompts_item: pl.Series, completions: pl.Series) -> p
 
     Rows are paired with the next row (cyclically), as TRL pairs each prompt with the next
     example's completion; where that row shares the item, the shift grows until it does not.
+    That is: a row in a run of equal items takes the first row after the run; the last run
+    wraps to row 0, or past the first run when that run has the same item. Computed per run
+    (linear time): a plain scan is quadratic on answers sorted by item.
     A batch with a single item has no mismatched completion and is an error.
     """
     n = len(completions)
-    items = prompts_item.to_list()
-    comps = completions.to_list()
-    if n and len(set(items)) < 2:
+    items = np.asarray(prompts_item.to_list(), dtype=object)
+    if n and len(set(items.tolist())) < 2:
         raise ValueError("KL pairs need at least two different prompts in a batch")
-    out = []
-    for i in range(n):
-        shift = 1
-        while items[(i + shift) % n] == items[i]:
-            shift += 1
-        out.append(comps[(i + shift) % n])
-    return pl.Series("kl_completion", out, dtype=pl.String)
+    if n == 0:
+        return pl.Series("kl_completion", [], dtype=pl.String)
+    new_run = np.concatenate([[True], items[1:] != items[:-1]])
+    run_end = np.append(np.flatnonzero(new_run)[1:], n)  # one past each run's last row
+    target = run_end[np.cumsum(new_run) - 1]
+    wraps = target == n
+    target[wraps] = 0 if items[0] != items[-1] else run_end[0]
+    return completions.gather(target).cast(pl.String).rename("kl_completion")
 
 
 def build_kto_rows(
@@ -156,7 +171,9 @@ def build_dpo_pairs(
         .with_columns(pl.lit(1.0).alias("share"))
     )
     if out.height != pairs.height:
-        raise ValueError(f"{pairs.height - out.height} pairs reference unknown items or respondents")
+        raise ValueError(
+            f"{pairs.height - out.height} pairs reference unknown items or respondents"
+        )
     return out.select(list(DPO_SCHEMA)).cast(DPO_SCHEMA)
 
 
@@ -212,6 +229,8 @@ def build_sft_rows(
         .with_columns((pl.col("w_yes") / pl.col("weight")).alias("approval"))
         .sort(["item_id", "approval", "response_id"], descending=[False, True, False])
     )
-    return approval.group_by("item_id", maintain_order=True).first().select(
-        "item_id", "prompt", "completion", "approval", "weight"
+    return (
+        approval.group_by("item_id", maintain_order=True)
+        .first()
+        .select("item_id", "prompt", "completion", "approval", "weight")
     )

@@ -12,7 +12,17 @@ from valign_ray.survey.weighting import kish_ess
 
 
 def dataset_card(rows: pl.DataFrame, name: str, *, label_column: str | None = None) -> dict:
-    """Rows, weighted share per group (and per label), and the Kish ESS of the row weights."""
+    """Rows, weighted share per group (and per label), and the Kish ESS of the row weights.
+
+    Share of category c = sum of the weights of its rows / sum of all weights;
+    ESS = (sum w)^2 / sum w^2. A ``label_column`` that the rows lack is an error, not an empty
+    table on the card.
+    """
+    if label_column is not None and label_column not in rows.columns:
+        raise ValueError(
+            f"dataset card {name!r}: label column {label_column!r} is not a row column; "
+            f"available: {', '.join(rows.columns)}"
+        )
     total = float(rows["weight"].sum()) if rows.height else 0.0
 
     def shares(by: str) -> dict[str, float]:
@@ -26,7 +36,7 @@ def dataset_card(rows: pl.DataFrame, name: str, *, label_column: str | None = No
         "ess": kish_ess(rows["weight"]) if rows.height else 0.0,
         "weighted_share_by_group": shares("group") if "group" in rows.columns else {},
     }
-    if label_column and label_column in rows.columns:
+    if label_column is not None:
         card["weighted_share_by_label"] = shares(label_column)
     if "item_id" in rows.columns:
         card["items"] = rows["item_id"].n_unique()

@@ -15,7 +15,7 @@ def holdout_mask(ids: pl.Series, share: float, seed: int) -> pl.Series:
         raise ValueError(f"held-out share must be in [0, 1), got {share}")
     h = ids.cast(pl.String).hash(seed=seed)
     # hash is uniform on u64; compare its top 32 bits to avoid float rounding of large ints.
-    return ((h >> 32).cast(pl.Float64) / 2**32) < share
+    return ((h // 2**32).cast(pl.Float64) / 2**32) < share
 
 
 def split_respondents_items(

@@ -11,6 +11,8 @@ WORKER_ENV = {
     "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"),
     "WANDB_SILENT": "true",
     "TOKENIZERS_PARALLELISM": "false",
+    # Ray Train V2 routes print() through its logger, which the driver then shows twice.
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
 }
 
 
@@ -24,8 +26,6 @@ def init_ray(cfg: RayConfig) -> None:
     kwargs: dict = {"runtime_env": {"env_vars": WORKER_ENV}, "log_to_driver": True}
     if not joining and cfg.num_cpus is not None:
         kwargs["num_cpus"] = cfg.num_cpus
-    if not joining:
-        kwargs["include_dashboard"] = False
     ray.init(address=cfg.address, **kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # our stage lines are the progress output

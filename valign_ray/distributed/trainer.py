@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,16 @@ class RayTrainContext:
         return Path(checkpoint.to_directory()) if checkpoint is not None else None
 
 
+def _quiet_ray_train_logs() -> None:
+    """Ray Train logs every report at INFO from a logger named after its file; our own progress
+    line is the per-step output, so keep Ray's to warnings."""
+    from ray.train.v2._internal.execution import context
+
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
 def _train_fn(config: dict[str, Any]) -> None:
+    _quiet_ray_train_logs()
     shard = ray.train.get_dataset_shard("train")
     table = pa.concat_tables(list(shard.iter_batches(batch_format="pyarrow", batch_size=8192)))
     run_training(config["job"], RayTrainContext(), pl.from_arrow(table))

@@ -18,10 +18,13 @@ truth is known by construction. The model of the world (all draws from one seede
    same rating (1 or 0, evenly). Pairwise answers follow the preference, without flips.
 4. **Thresholds.** ``tau_i`` sits at a population quantile of ``theta_d + L``, so realised
    population shares form an even grid over ``share_range``, except for ``contested_fraction``
-   of each dimension's items, placed between the population median and the sample's expected
-   (propensity-weighted) median: their unweighted sample majority is expected to be wrong.
-   These contested items are the only part of the world that depends on the sampling design
-   (``contested_fraction=0`` removes it); they make the headline question testable.
+   of all items, placed between the population median and the sample's expected
+   (propensity-weighted, exact for n_sample << n_population) median: their unweighted sample
+   majority is expected to be wrong. They go to dimensions on which the design shifts the
+   expected sample share by at least ``MIN_CONTESTED_SHIFT``, at most half of a dimension's
+   items each. Contested items are the only part of the world that depends on the sampling
+   design (``contested_fraction=0`` removes them); they make the headline question testable:
+   with the defaults about 1/3 of sample majorities are wrong (>= 20% for 98 of seeds 0-99).
 5. **Statements.** ``theta_d + L - offset_j`` cut at ``LIKERT_CUTS`` gives 1..5
    (5 = strongest agreement with the pole-positive sentence).
 6. **Sample.** Propensity = product of ``oversample`` odds times product of ``response_rate``
@@ -44,10 +47,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from valign_ray.survey.tables import ANSWER_COLUMNS, CANDIDATE_COLUMNS, ITEM_COLUMNS
+
 LIKERT_OPTIONS = 5
 LIKERT_CUTS = np.array([-2.4, -0.8, 0.8, 2.4])  # theta + Logistic(0, 1) has SD about 2.5
 MARGIN_TOLERANCE = 1e-3
+MIN_CONTESTED_SHIFT = 0.03  # expected sample-vs-population share shift to place contested items
 Margins = dict[str, dict[str, float]]
+_DTYPES = {"str": pl.Utf8, "i64": pl.Int64}
+_ITEM_SCHEMA = {k: _DTYPES[t] for k, t in ITEM_COLUMNS.items()}
+_CANDIDATE_SCHEMA = {k: _DTYPES[t] for k, t in CANDIDATE_COLUMNS.items()}
+_ANSWER_SCHEMA = {k: _DTYPES[t] for k, t in ANSWER_COLUMNS.items()}
 
 # One "key: phrase | phrase" per line; repeated keys append. Pole-positive first.
 _TEMPLATE_TEXT = """
@@ -153,7 +163,7 @@ def _default_response_rate() -> Margins:
 
 @dataclass(frozen=True)
 class SyntheticSpec:
-    """What to simulate; the defaults build the quickstart survey (about 0.1 s)."""
+    """What to simulate; the defaults build the quickstart survey (about 0.2 s)."""
 
     seed: int = 0
     n_population: int = 20000  # simulated population
@@ -170,7 +180,8 @@ class SyntheticSpec:
     flip: float = 0.05  # probability that a respondent rates both responses the same
     pairwise_fraction: float = 0.5  # share of prompt items each respondent also compares
     share_range: tuple[float, float] = (0.3, 0.75)  # population shares of the positive pole
-    contested_fraction: float = 0.25  # items per dimension placed to flip the sample majority
+    # share of all prompt items placed to flip the sample majority (module docstring, point 4)
+    contested_fraction: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -373,25 +384,53 @@ def _thresholds(
     item_dim: np.ndarray,
     propensity: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``tau`` per item (module docstring, point 4) and whether the item is contested."""
-    n_items = latent.shape[1]
-    tau, contested = np.empty(n_items), np.zeros(n_items, dtype=bool)
-    n_contested = round(spec.contested_fraction * spec.items_per_dimension)
-    grid = np.linspace(*spec.share_range, spec.items_per_dimension - n_contested)
-    for d in np.unique(item_dim):
-        # a random order of the dimension's items; the first n_contested are contested
+    """``tau`` per item (module docstring, point 4) and whether the item is contested.
+
+    A contested item's ``tau`` lies a fraction (k + 1) / (c + 1) of the way from the
+    population median of ``theta_d + L`` to its propensity-weighted median (the sample's
+    expected median): the population majority is on one side, the expected sample majority on
+    the other.
+    """
+    n_dims = int(item_dim.max()) + 1
+    pop_median = np.median(latent, axis=0)
+    w = propensity / propensity.sum()
+    above = w @ (latent > pop_median)  # expected sample share above the population median
+    shift = np.array([above[item_dim == d].mean() - 0.5 for d in range(n_dims)])
+    per_dim = _allocate_contested(shift, spec)
+    tau, contested = np.empty(latent.shape[1]), np.zeros(latent.shape[1], dtype=bool)
+    for d in range(n_dims):
+        c = per_dim[d]
+        grid = np.linspace(*spec.share_range, spec.items_per_dimension - c)
+        # a share of exactly 1/2 has no majority to get right or wrong
+        grid = np.where(np.abs(grid - 0.5) < 0.02, np.where(grid < 0.5, 0.48, 0.52), grid)
         order = np.flatnonzero(item_dim == d)[rng.permutation(spec.items_per_dimension)]
         for k, i in enumerate(order):
-            if k >= n_contested:
-                tau[i] = np.quantile(latent[:, i], 1.0 - grid[k - n_contested])
+            if k >= c:
+                tau[i] = np.quantile(latent[:, i], 1.0 - grid[k - c])
                 continue
-            pop_median = np.quantile(latent[:, i], 0.5)
-            sorted_idx = np.argsort(latent[:, i])
-            cum = np.cumsum(propensity[sorted_idx])
-            sample_median = latent[sorted_idx[np.searchsorted(cum, 0.5 * cum[-1])], i]
-            tau[i] = pop_median + (sample_median - pop_median) * (k + 1) / (n_contested + 1)
+            by_value = np.argsort(latent[:, i])
+            cum = np.cumsum(w[by_value])
+            sample_median = latent[by_value[np.searchsorted(cum, 0.5)], i]
+            tau[i] = pop_median[i] + (sample_median - pop_median[i]) * (k + 1) / (c + 1)
             contested[i] = True
     return tau, contested
+
+
+def _allocate_contested(shift: np.ndarray, spec: SyntheticSpec) -> np.ndarray:
+    """Contested items per dimension: ``contested_fraction`` of all items, dealt round-robin
+    to the dimensions whose expected share shift is at least ``MIN_CONTESTED_SHIFT`` (largest
+    first, at most half of a dimension's items): where the bias barely moves the sample, a
+    "contested" item would sit at a share of 1/2 and flip by chance, not by bias."""
+    left = round(spec.contested_fraction * len(shift) * spec.items_per_dimension)
+    cap = spec.items_per_dimension // 2
+    eligible = [d for d in np.argsort(-np.abs(shift)) if abs(shift[d]) >= MIN_CONTESTED_SHIFT]
+    counts = np.zeros(len(shift), dtype=int)
+    while left > 0 and any(counts[d] < cap for d in eligible):
+        for d in eligible:
+            if left > 0 and counts[d] < cap:
+                counts[d] += 1
+                left -= 1
+    return counts
 
 
 def _prompt_tables(
@@ -417,18 +456,8 @@ def _prompt_tables(
             neg_ids.append(ids[1])
             item_dim.append(d)
     items = pl.DataFrame(item_rows, schema=_ITEM_SCHEMA, orient="row")
-    cand_schema = {"item_id": pl.Utf8, "response_id": pl.Utf8, "text": pl.Utf8}
-    candidates = pl.DataFrame(cand_rows, schema=cand_schema, orient="row")
+    candidates = pl.DataFrame(cand_rows, schema=_CANDIDATE_SCHEMA, orient="row")
     return items, candidates, pos_ids, neg_ids, np.array(item_dim)
-
-
-_ITEM_SCHEMA = {
-    "item_id": pl.Utf8,
-    "kind": pl.Utf8,
-    "text": pl.Utf8,
-    "dimension": pl.Utf8,
-    "n_options": pl.Int64,
-}
 
 
 def _statement_table(
@@ -451,57 +480,34 @@ def _answers(
     world: _Responses,
 ) -> pl.DataFrame:
     """Two ratings per respondent and prompt item, a pairwise answer on a random
-    ``pairwise_fraction`` of the items (per respondent), one Likert answer per statement."""
-    n, n_items = len(sample), len(world.pos_ids)
+    ``pairwise_fraction`` of the items (drawn per respondent), one Likert answer per statement."""
+    n, n_items, n_stmt = len(sample), len(world.pos_ids), len(world.stmt_ids)
     rid = np.array(respondent_ids)
     item_ids, pos, neg = np.array(world.item_ids), np.array(world.pos_ids), np.array(world.neg_ids)
-    r_idx, i_idx = np.repeat(np.arange(n), n_items), np.tile(np.arange(n_items), n)
+    r, i = np.repeat(np.arange(n), n_items), np.tile(np.arange(n_items), n)
     pref = world.prefers_pos[sample].ravel()
-    order = np.argsort(rng.random((n, n_items)), axis=1)
-    pm = (np.argsort(order, axis=1) < round(spec.pairwise_fraction * n_items)).ravel()
-    n_stmt = len(world.stmt_ids)
-    s_r, s_i = np.repeat(np.arange(n), n_stmt), np.tile(np.arange(n_stmt), n)
-    winner, loser = np.where(pref, pos[i_idx], neg[i_idx]), np.where(pref, neg[i_idx], pos[i_idx])
-    parts = [  # respondent, item, kind, response_id, response_b_id, value
-        (rid[r_idx], item_ids[i_idx], "rating", pos[i_idx], None, world.rate_pos[sample].ravel()),
-        (rid[r_idx], item_ids[i_idx], "rating", neg[i_idx], None, world.rate_neg[sample].ravel()),
-        (rid[r_idx[pm]], item_ids[i_idx[pm]], "pairwise", winner[pm], loser[pm], np.ones(pm.sum())),
-        (
-            rid[s_r],
-            np.array(world.stmt_ids)[s_i],
+    rank = np.argsort(np.argsort(rng.random((n, n_items)), axis=1), axis=1)
+    pm = (rank < round(spec.pairwise_fraction * n_items)).ravel()
+    winner, loser = np.where(pref, pos[i], neg[i])[pm], np.where(pref, neg[i], pos[i])[pm]
+
+    def frame(
+        who: np.ndarray, item: np.ndarray, kind: str, value: np.ndarray, a=None, b=None
+    ) -> pl.DataFrame:
+        columns = (who, item, kind, a, b, np.asarray(value, dtype=np.int64), None)
+        return pl.DataFrame(dict(zip(_ANSWER_SCHEMA, columns, strict=True)), schema=_ANSWER_SCHEMA)
+
+    frames = [
+        frame(rid[r], item_ids[i], "rating", world.rate_pos[sample].ravel(), pos[i]),
+        frame(rid[r], item_ids[i], "rating", world.rate_neg[sample].ravel(), neg[i]),
+        frame(rid[r][pm], item_ids[i][pm], "pairwise", np.ones(pm.sum()), winner, loser),
+        frame(
+            np.repeat(rid, n_stmt),
+            np.tile(np.array(world.stmt_ids, dtype=str), n),
             "likert",
-            None,
-            None,
             world.likert[sample].ravel(),
         ),
     ]
-    frames = []
-    for r, item, kind, a, b, value in parts:
-        nulls = [None] * len(r)
-        columns = [
-            r,
-            item,
-            [kind] * len(r),
-            nulls if a is None else a,
-            nulls if b is None else b,
-            value.astype(np.int64),
-            nulls,
-        ]
-        frames.append(
-            pl.DataFrame(dict(zip(_ANSWER_SCHEMA, columns, strict=True)), schema=_ANSWER_SCHEMA)
-        )
     return pl.concat(frames).sort(["respondent_id", "item_id", "kind"], maintain_order=True)
-
-
-_ANSWER_SCHEMA = {
-    "respondent_id": pl.Utf8,
-    "item_id": pl.Utf8,
-    "kind": pl.Utf8,
-    "response_id": pl.Utf8,
-    "response_b_id": pl.Utf8,
-    "value": pl.Int64,
-    "free_text": pl.Utf8,
-}
 
 
 def _truth(shares: Margins, codes: dict[str, np.ndarray], world: _Responses) -> pl.DataFrame:

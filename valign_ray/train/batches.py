@@ -4,7 +4,8 @@ Each epoch is a seeded permutation of the rows, cut into global batches of
 ``micro_batch * world_size * grad_accum`` rows; worker ``r`` takes every ``world_size``-th row of
 each micro-batch slice. Because a step's rows are a function of (seed, epoch, step) alone, a run
 resumed at step k trains on exactly the rows an uninterrupted run would, and a 1-worker run sees
-the same global batches as a 2-worker one. Rows of a final partial global batch are carried into
+the same global batches as a 2-worker one. Within a step, rows can be ordered by length
+(length bucketing) so micro-batches pad less. Rows of a final partial global batch are carried into
 no step of that epoch (the next epoch's permutation differs); the count is reported.
 """
 
@@ -56,9 +57,18 @@ class BatchPlan:
         order = np.random.default_rng([self.seed, epoch]).permutation(self.n_rows)
         return order[within * self.global_batch : (within + 1) * self.global_batch]
 
-    def worker_rows(self, step: int, rank: int) -> list[np.ndarray]:
-        """This worker's row indices for each micro-step of optimizer step ``step``."""
+    def worker_rows(
+        self, step: int, rank: int, lengths: np.ndarray | None = None
+    ) -> list[np.ndarray]:
+        """This worker's row indices for each micro-step of optimizer step ``step``.
+
+        With ``lengths`` (tokens per row), the step's rows are ordered by length first, so each
+        micro-batch holds sequences of similar length and pads less. The step's row set, and so
+        the gradient of its global weighted loss, is unchanged.
+        """
         rows = self.global_rows(step)
+        if lengths is not None:
+            rows = rows[np.argsort(lengths[rows], kind="stable")]
         per_micro = self.micro_batch * self.world_size
         return [
             rows[m * per_micro : (m + 1) * per_micro][rank :: self.world_size]

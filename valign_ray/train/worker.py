@@ -41,6 +41,11 @@ class TrainJob:
     config: PipelineConfig
     model_path: str
     wandb_dir: str | None = None
+    metrics_path: str | None = None  # rank 0 appends one JSON line of metrics per step
+    # Fault drill: rank ``fail_rank`` raises at step ``fail_at_step`` of a run that did not
+    # resume, so tests (and operators) can watch Ray Train restart it from a checkpoint.
+    fail_at_step: int | None = None
+    fail_rank: int = 0
 
 
 def resolve_loss_params(cfg: PipelineConfig, rows: pl.DataFrame) -> LossParams:
@@ -184,12 +189,15 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
             flush=True,
         )
     weights_all = rows["weight"].to_numpy() if tcfg.weighted else np.ones(rows.height)
+    lengths = np.array([max(e.length for e in seqs) for seqs in zip(*enc.values())])
     last: dict[str, float] = {}
     for step in range(start_step, plan.total_steps):
         t0 = time.perf_counter()
         weight_total = float(weights_all[plan.global_rows(step)].sum())
         sums: dict[str, Any] = {}
-        for idx in plan.worker_rows(step, ctx.rank):
+        if job.fail_at_step == step and resume is None and ctx.rank == job.fail_rank:
+            raise RuntimeError(f"fault drill: rank {ctx.rank} fails at step {step}")
+        for idx in plan.worker_rows(step, ctx.rank, lengths):
             batch_enc = {k: [v[i] for i in idx] for k, v in enc.items()}
             loss, metrics = micro_step(
                 engine,
@@ -206,7 +214,10 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
             engine.step()
             metrics["loss"] = loss.detach()
             for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + v.detach().float()
+                v = v.detach().float()
+                ok = ~torch.isnan(v)
+                total, seen = sums.get(k, (0.0, 0.0))
+                sums[k] = (total + torch.where(ok, v, 0.0), seen + ok.float())
         last = _reduce_metrics(ctx, sums, tcfg.grad_accum)
         elapsed = time.perf_counter() - t0
         last.update(
@@ -218,13 +229,16 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
         )
         if wandb_run is not None:
             wandb_run.log(last, step=step + 1)
+        if job.metrics_path and ctx.rank == 0:
+            with open(job.metrics_path, "a") as f:
+                f.write(json.dumps(last) + "\n")
         final = step + 1 == plan.total_steps
         if ctx.rank == 0 and ((step + 1) % 10 == 0 or final):
             print(_progress_line(last, plan.total_steps), flush=True)
         every = tcfg.checkpoint_every
         if final or (every and (step + 1) % every == 0):
             _save_checkpoint(engine, ctx, step + 1, last, export=final, tokenizer=tokenizer, job=job)
-        else:
+        elif (step + 1) % tcfg.report_every == 0:
             ctx.report(last)
     if wandb_run is not None:
         wandb_run.finish()
@@ -232,21 +246,27 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
 
 
 def _reduce_metrics(ctx: TrainContext, sums: dict[str, Any], grad_accum: int) -> dict[str, float]:
-    """Global metrics: loss and token counts are sums over workers; the rest are means."""
+    """Global metrics: loss, counts and token totals are sums over workers and micro-steps; the
+    rest are means over the micro-batches where they exist (a class-mean is NaN in a
+    micro-batch without that class, and such micro-batches are left out of the mean)."""
     import torch
 
     keys = sorted(sums)
-    total = ctx.all_reduce_sum(torch.stack([torch.as_tensor(sums[k]).float() for k in keys]))
+    values = torch.stack([torch.as_tensor(sums[k][0]).float() for k in keys])
+    present = torch.stack([torch.as_tensor(sums[k][1]).float() for k in keys])
+    total = ctx.all_reduce_sum(torch.cat([values, present]))
+    n = len(keys)
     out = {}
-    for k, v in zip(keys, total.tolist()):
-        additive = k in ("loss", "tokens", "padded_tokens") or k.startswith("n_")
-        out[k] = v if additive else v / (ctx.world_size * grad_accum)
+    for i, k in enumerate(keys):
+        additive = k in ("loss", "tokens", "padded_tokens") or k.startswith("count/")
+        v, m = float(total[i]), float(total[n + i])
+        out[k] = v if additive else (v / m if m else float("nan"))
     return out
 
 
 def _progress_line(m: dict[str, float], total: int) -> str:
     shown = [f"step {int(m['step'])}/{total}", f"loss {m['loss']:.4f}"]
-    for k in ("z0", "margin", "accuracy", "grad_norm", "tokens_per_s"):
+    for k in ("z0", "rewards/margin", "rewards/accuracy", "grad_norm", "tokens_per_s"):
         if k in m:
             shown.append(f"{k} {m[k]:.4g}")
     return "[train] " + "  ".join(shown)
