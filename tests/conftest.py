@@ -40,7 +40,11 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         for thing in ("bush", "harbour", "library", "rail line", "wetland")
     ] + [" Yes, protect the native bush.", " No, keep costs low for families."]
     spec = TinyModelSpec(
-        vocab_size=400, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+        vocab_size=400,
+        hidden_size=32,
+        intermediate_size=64,
+        num_layers=2,
+        num_heads=4,
         num_kv_heads=2,
     )
     return build_tiny_model(tmp_path_factory.mktemp("tiny"), texts, spec)

@@ -61,8 +61,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 return _coerce(arg, value, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[-1] if len(errors) == 1 else f"{key}: {value!r} fits none of "
-                          f"{' | '.join(_type_name(a) for a in args)}")
+        raise ConfigError(
+            errors[-1]
+            if len(errors) == 1
+            else f"{key}: {value!r} fits none of {' | '.join(_type_name(a) for a in args)}"
+        )
     if origin is Literal:
         if value not in args:
             raise ConfigError(

@@ -186,9 +186,9 @@ def stage_model(state: RunState) -> None:
     if cfg.path is not None:
         state.model_path = Path(cfg.path)
     else:
-        texts = state.tables["items"]["text"].to_list() + state.tables["candidates"][
-            "text"
-        ].to_list()
+        texts = (
+            state.tables["items"]["text"].to_list() + state.tables["candidates"]["text"].to_list()
+        )
         spec = TinyModelSpec(**to_dict(cfg.tiny))
         state.model_path = build_tiny_model(state.run_dir / "base_model", texts, spec)
     n = count_parameters(load_model(state.model_path))
@@ -212,7 +212,9 @@ def stage_reference(state: RunState) -> None:
         state.summary["reference"] = {"cache": "not needed"}
         return
     key = cache_key(
-        model_fingerprint(state.model_path), frame_fingerprint(rows), cfg.loss.name,
+        model_fingerprint(state.model_path),
+        frame_fingerprint(rows),
+        cfg.loss.name,
         cfg.data.max_length,
     )
     path = cache_path(Path(cfg.output_dir) / ".cache" / "reference", key)
@@ -233,9 +235,8 @@ def stage_reference(state: RunState) -> None:
 def stage_train(state: RunState) -> None:
     """Ray Train + DeepSpeed; the final checkpoint's Hugging Face export becomes ``model/``."""
     from valign_ray.distributed.trainer import fit
-    from valign_ray.train.worker import HF_EXPORT, TrainJob
-
     from valign_ray.train.reference import frame_fingerprint
+    from valign_ray.train.worker import HF_EXPORT, TrainJob
 
     cfg, rows = state.cfg, state.tables["train_rows"]
     job = TrainJob(
@@ -276,7 +277,10 @@ def stage_eval(state: RunState) -> None:
     results = {}
     for name, path in (("base", state.model_path), ("aligned", state.aligned_path)):
         results[name] = evaluate_pairs(
-            load_model(path), tok, pairs, max_length=cfg.data.max_length,
+            load_model(path),
+            tok,
+            pairs,
+            max_length=cfg.data.max_length,
             batch_size=cfg.eval.batch_size,
         )
     state.summary["eval"] = results
@@ -304,8 +308,12 @@ def run_pipeline(cfg: PipelineConfig, *, stages: list[str] | None = None) -> dic
         if stages is None or name in stages:
             _stage(state, name, fn)
     state.timings["total"] = round(time.perf_counter() - t0, 2)
-    summary = {"name": cfg.name, "run_dir": str(run_dir), **state.summary, "wall_s": state.timings}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    summary_path = run_dir / "summary.json"
+    # A partial run (e.g. `valign prepare`) updates the stages it ran and keeps the others.
+    earlier = json.loads(summary_path.read_text()) if stages and summary_path.exists() else {}
+    summary = {**earlier, "name": cfg.name, "run_dir": str(run_dir), **state.summary}
+    summary["wall_s"] = {**earlier.get("wall_s", {}), **state.timings}
+    summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print(format_summary(summary), flush=True)
     return summary
 
@@ -317,9 +325,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     if ev:
         lines.append(f"{'held-out metric':<28}{'base':>10}{'aligned':>10}")
         for metric in ("preference_accuracy", "margin"):
-            lines.append(
-                f"{metric:<28}{ev['base'][metric]:>10.4f}{ev['aligned'][metric]:>10.4f}"
-            )
+            lines.append(f"{metric:<28}{ev['base'][metric]:>10.4f}{ev['aligned'][metric]:>10.4f}")
         lines.append(f"{'pairs (held-out respondents)':<28}{ev['base']['n_pairs']:>10}")
     w = summary.get("weighting")
     if w and "ess" in w:

@@ -17,7 +17,9 @@ import ray
 from valign_ray.train.reference import score_reference
 
 
-def _apply_builder(batch: pa.Table, builder: Callable[..., pl.DataFrame], **tables: Any) -> pa.Table:
+def _apply_builder(
+    batch: pa.Table, builder: Callable[..., pl.DataFrame], **tables: Any
+) -> pa.Table:
     return builder(pl.from_arrow(batch), **tables).to_arrow()
 
 

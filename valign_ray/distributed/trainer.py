@@ -33,7 +33,9 @@ class RayTrainContext:
         return out
 
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
-        checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        checkpoint = (
+            ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        )
         ray.train.report(metrics, checkpoint=checkpoint)
         if checkpoint_dir is not None:
             # Wait until Ray has committed it: a worker killed right after report would

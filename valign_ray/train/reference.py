@@ -46,7 +46,9 @@ def score_reference(
             enc = [
                 encode_pair(tokenizer, p, c, max_length=max_length)
                 for p, c in zip(
-                    prompts[start : start + batch_size], comps[start : start + batch_size]
+                    prompts[start : start + batch_size],
+                    comps[start : start + batch_size],
+                    strict=True,
                 )
             ]
             with torch.no_grad():

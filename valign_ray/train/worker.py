@@ -57,7 +57,9 @@ def resolve_loss_params(cfg: PipelineConfig, rows: pl.DataFrame) -> LossParams:
     if loss.name == "kto" and "auto" in (lambda_d, lambda_u):
         w = rows["weight"] if cfg.train.weighted else pl.Series([1.0] * rows.height)
         lab = rows["label"]
-        lambda_d, lambda_u = kto_auto_lambdas(float(w.filter(lab).sum()), float(w.filter(~lab).sum()))
+        lambda_d, lambda_u = kto_auto_lambdas(
+            float(w.filter(lab).sum()), float(w.filter(~lab).sum())
+        )
     return LossParams(
         name=loss.name,
         beta=loss.beta,
@@ -112,7 +114,9 @@ def _load_model_for_training(job: TrainJob, ds_config: dict[str, Any]) -> Any:
         from transformers.integrations import HfDeepSpeedConfig
 
         _keep_alive = HfDeepSpeedConfig(ds_config)  # noqa: F841 (must outlive from_pretrained)
-    model = load_model(job.model_path, dtype="bfloat16" if cfg.train.precision == "bf16" else "float32")
+    model = load_model(
+        job.model_path, dtype="bfloat16" if cfg.train.precision == "bf16" else "float32"
+    )
     if cfg.model.lora.enabled:
         from peft import LoraConfig, get_peft_model
 
@@ -144,6 +148,9 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
     from valign_ray.train.deepspeed_setup import build_optimizer, deepspeed_config
 
     cfg, tcfg = job.config, job.config.train
+    # Adopt the process group Ray Train (or the caller) set up, before any DeepSpeed config
+    # asks for the world size.
+    deepspeed.init_distributed(dist_backend="gloo" if not tcfg.use_gpu else "nccl")
     torch.manual_seed(tcfg.seed + ctx.rank)
     rows = rows.sort("row_idx")
     missing = [c for _, _, c in REFERENCE_COLUMNS[cfg.loss.name] if c not in rows.columns]
@@ -153,7 +160,7 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
     enc = {
         key: [
             encode_pair(tokenizer, p, c, max_length=cfg.data.max_length)
-            for p, c in zip(rows["prompt"].to_list(), rows[col].to_list())
+            for p, c in zip(rows["prompt"].to_list(), rows[col].to_list(), strict=True)
         ]
         for key, col in SEQUENCES[cfg.loss.name].items()
     }
@@ -189,7 +196,7 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
             flush=True,
         )
     weights_all = rows["weight"].to_numpy() if tcfg.weighted else np.ones(rows.height)
-    lengths = np.array([max(e.length for e in seqs) for seqs in zip(*enc.values())])
+    lengths = np.array([max(e.length for e in seqs) for seqs in zip(*enc.values(), strict=True)])
     last: dict[str, float] = {}
     for step in range(start_step, plan.total_steps):
         t0 = time.perf_counter()
@@ -237,7 +244,9 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
             print(_progress_line(last, plan.total_steps), flush=True)
         every = tcfg.checkpoint_every
         if final or (every and (step + 1) % every == 0):
-            _save_checkpoint(engine, ctx, step + 1, last, export=final, tokenizer=tokenizer, job=job)
+            _save_checkpoint(
+                engine, ctx, step + 1, last, export=final, tokenizer=tokenizer, job=job
+            )
         elif (step + 1) % tcfg.report_every == 0:
             ctx.report(last)
     if wandb_run is not None:

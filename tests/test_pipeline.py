@@ -1,0 +1,63 @@
+"""The main job end to end on a local Ray, at smoke size: it must learn, and rerunning the
+preparation must hit the reference cache (the tiny model is rebuilt bit-identically)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from valign_ray.config import load_config
+from valign_ray.pipeline import run_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def smoke_run(ray_session, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    cfg = load_config(REPO / "configs/smoke.yaml", [f"output_dir={out}"])
+    return cfg, run_pipeline(cfg)
+
+
+def test_aligned_model_beats_base_on_heldout_respondents(smoke_run) -> None:
+    _, summary = smoke_run
+    base, aligned = summary["eval"]["base"], summary["eval"]["aligned"]
+    assert aligned["preference_accuracy"] > base["preference_accuracy"]
+    assert aligned["margin"] > base["margin"]
+    assert base["n_pairs"] == aligned["n_pairs"] > 50
+
+
+def test_run_directory_holds_every_artefact(smoke_run) -> None:
+    cfg, summary = smoke_run
+    run = cfg.run_dir
+    for rel in (
+        "config.yaml",
+        "summary.json",
+        "survey/quarantine_counts.json",
+        "weights/diagnostics.json",
+        "datasets/kto/rows.parquet",
+        "datasets/kto/card.json",
+        "datasets/eval_pairs.parquet",
+        "base_model/config.json",
+        "model/config.json",
+        "model/tokenizer.json",
+        "train_metrics.jsonl",
+    ):
+        assert (run / rel).exists(), rel
+    assert list((run / "wandb").glob("wandb/offline-run-*")), "no offline W&B run"
+    on_disk = json.loads((run / "summary.json").read_text())
+    for stage in ("survey", "weights", "datasets", "model", "reference", "train", "eval"):
+        assert on_disk["wall_s"][stage] >= 0
+    assert on_disk["eval"] == summary["eval"]
+    # No raw respondent ids in the training rows (they are pseudonymised and then dropped).
+    assert "respondent_id" not in (run / "datasets/kto/rows.parquet").read_bytes().decode("latin-1")
+
+
+def test_second_preparation_hits_the_reference_cache(smoke_run) -> None:
+    cfg, first = smoke_run
+    assert first["reference"]["cache"] == "miss"
+    again = run_pipeline(cfg, stages=["survey", "weights", "datasets", "model", "reference"])
+    assert again["reference"] == {"cache": "hit", "key": first["reference"]["key"]}
