@@ -48,3 +48,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         num_kv_heads=2,
     )
     return build_tiny_model(tmp_path_factory.mktemp("tiny"), texts, spec)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(ray_session, tmp_path_factory):
+    """The main job at smoke size (configs/smoke.yaml), run once per test session:
+    ``(config, summary)``; the run directory is ``config.run_dir``."""
+    from valign_ray.config import load_config
+    from valign_ray.pipeline import run_pipeline
+
+    out = tmp_path_factory.mktemp("runs")
+    cfg = load_config(REPO / "configs/smoke.yaml", [f"output_dir={out}"])
+    return cfg, run_pipeline(cfg)

@@ -4,22 +4,12 @@ preparation must hit the reference cache (the tiny model is rebuilt bit-identica
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from valign_ray.config import load_config
 from valign_ray.pipeline import run_pipeline
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(scope="module")
-def smoke_run(ray_session, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    cfg = load_config(REPO / "configs/smoke.yaml", [f"output_dir={out}"])
-    return cfg, run_pipeline(cfg)
 
 
 def test_aligned_model_beats_base_on_heldout_respondents(smoke_run) -> None:
