@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     stages = {
         "run": None,
-        "prepare": ["survey", "weights", "datasets"],
+        "prepare": ["survey", "weights", "constitution", "datasets"],
         "train": None,
     }
     for name, help_ in (

@@ -38,9 +38,10 @@ class FilesConfig:
 
 @dataclass(frozen=True)
 class SurveyConfig:
-    source: Literal["synthetic", "files"] = "synthetic"
+    source: Literal["synthetic", "files", "polis"] = "synthetic"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     files: FilesConfig = field(default_factory=FilesConfig)
+    polis_dir: str = "data/polis/scoop-hivemind.biodiversity"  # any Polis export folder
     salt: str = "change-me"  # pseudonymisation salt; keep it secret in production
     strict: bool = False  # fail on the first bad row instead of quarantining
 
@@ -62,6 +63,16 @@ class DataConfig:
     split_seed: int = 0
     max_length: int = 96  # tokens per prompt + completion
     group_column: str = "age_band"  # respondent group recorded on each training row
+    answers: Literal["ratings", "likert"] = "ratings"  # train on ratings, or on Likert answers
+    likert_options: dict[int, str] | None = None  # answer value -> option text; null: Polis's
+
+
+@dataclass(frozen=True)
+class ConstitutionConfig:
+    enabled: bool = True  # build constitution.yaml when the survey has statements
+    group_column: str = "group"  # opinion or demographic groups that must all agree
+    threshold: float = 0.6  # minimum weighted agree share in every group
+    min_votes_per_group: int = 5  # fewer answers in a group make a statement ineligible
 
 
 @dataclass(frozen=True)
@@ -152,6 +163,7 @@ class PipelineConfig:
     output_dir: str = "runs"  # the run directory is output_dir/name
     survey: SurveyConfig = field(default_factory=SurveyConfig)
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
+    constitution: ConstitutionConfig = field(default_factory=ConstitutionConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)

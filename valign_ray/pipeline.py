@@ -50,6 +50,9 @@ def stage_survey(state: RunState) -> None:
     from valign_ray.survey.instrument import Instrument, load_instrument, save_instrument
 
     cfg, out = state.cfg.survey, state.run_dir / "survey"
+    if cfg.source == "polis":
+        _import_polis(state)
+        return
     if cfg.source == "synthetic":
         survey = _generate(state)
         raw = out / "raw"
@@ -78,6 +81,23 @@ def stage_survey(state: RunState) -> None:
     state.summary["survey"] = {
         role: {k: v for k, v in c.items() if k != "source"} for role, c in result.counts.items()
     }
+
+
+def _import_polis(state: RunState) -> None:
+    from valign_ray.survey.polis import import_polis
+
+    imported = import_polis(state.cfg.survey.polis_dir, salt=state.cfg.survey.salt)
+    out = state.run_dir / "survey"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "polis_import.json").write_text(json.dumps(imported.report, indent=2, default=str))
+    print(f"Polis import: {json.dumps(imported.report, default=str)[:400]}", flush=True)
+    state.tables.update(
+        respondents=imported.respondents,
+        answers=imported.answers,
+        items=imported.items,
+        candidates=imported.candidates,
+    )
+    state.summary["survey"] = {"source": "polis", "report": imported.report}
 
 
 def _generate(state: RunState) -> Any:
@@ -130,6 +150,38 @@ def stage_weights(state: RunState) -> None:
     state.summary["weighting"]["ess_check"] = kish_ess(result.respondents["weight"])
 
 
+def stage_constitution(state: RunState) -> None:
+    """Statements with weighted consensus across groups -> ``constitution.yaml``."""
+    from valign_ray.survey.constitution import build_constitution
+
+    ccfg, t = state.cfg.constitution, state.tables
+    has_statements = (t["items"]["kind"] == "statement").any()
+    if not ccfg.enabled or not has_statements:
+        print("no constitution: disabled or the survey has no statements", flush=True)
+        return
+    const = build_constitution(
+        t["items"],
+        t["answers"],
+        t["respondents"],
+        group_col=ccfg.group_column,
+        weight_col="weight",
+        threshold=ccfg.threshold,
+        min_votes_per_group=ccfg.min_votes_per_group,
+    )
+    const.to_yaml(state.run_dir / "constitution.yaml")
+    top = "\n".join(
+        f"  {p.rank}. [{p.item_id}] {p.text[:70]}  "
+        + " ".join(f"{g}:{v:.2f}" for g, v in p.support.items())
+        for p in const.principles[:5]
+    )
+    print(f"constitution: {len(const.principles)} principles by {ccfg.group_column}\n{top}")
+    state.summary["constitution"] = {
+        "principles": len(const.principles),
+        "group_column": ccfg.group_column,
+        "groups": list(const.groups),
+    }
+
+
 def stage_datasets(state: RunState) -> None:
     """Split by respondent and item; build the training rows with Ray Data; cards."""
     from valign_ray.data import builders
@@ -157,25 +209,54 @@ def stage_datasets(state: RunState) -> None:
         group_column=cfg.data.group_column,
     )
     name = cfg.loss.name
-    if name == "sft":  # an aggregate over respondents: one polars pass, not per batch
+    if cfg.data.answers == "likert":
+        from valign_ray.data.likert import build_likert_kto_rows
+
+        if name != "kto":
+            raise ValueError("data.answers=likert trains with loss.name=kto")
+        rows = build_likert_kto_rows(
+            splits["train"],
+            t["items"],
+            t["respondents"],
+            group_column=cfg.data.group_column,
+            options=_likert_options(cfg),
+        )
+        rows = rows.sort(rows.columns).with_row_index("row_idx")
+        (out / name).mkdir(parents=True, exist_ok=True)
+        rows.write_parquet(out / name / "rows.parquet")
+    elif name == "sft":  # an aggregate over respondents: one polars pass, not per batch
         rows = builders.build_sft_rows(splits["train"], **lookups).sort("item_id")
         rows = rows.with_row_index("row_idx").with_columns(pl.lit("all").alias("group"))
     else:
         builder = builders.build_kto_rows if name == "kto" else builders.build_dpo_pairs
-        rows = build_rows(out / "answers_train.parquet", builder, out / name, **lookups)
+        rows = build_rows(
+            out / "answers_train.parquet",
+            builder,
+            out / name,
+            whole_respondents=name == "dpo",
+            **lookups,
+        )
         if name == "dpo" and cfg.loss.soft_labels:
             rows = builders.aggregate_pairs(rows.drop("row_idx")).with_row_index("row_idx")
     card = dataset_card(rows, f"{name}-train", label_column="label" if name == "kto" else None)
     write_card(card, out / name)
-    heldout = builders.build_dpo_pairs(splits["heldout_respondents"], **lookups)
-    heldout.write_parquet(out / "eval_pairs.parquet")
-    t["train_rows"], t["eval_pairs"] = rows, heldout
+    t["train_rows"], t["heldout_answers"] = rows, splits["heldout_respondents"]
     state.summary["datasets"] = {
         "train_rows": rows.height,
         "train_ess": card["ess"],
-        "eval_pairs": heldout.height,
         **{f"answers_{k}": v.height for k, v in splits.items()},
     }
+    if cfg.data.answers == "ratings":
+        heldout = builders.build_dpo_pairs(splits["heldout_respondents"], **lookups)
+        heldout.write_parquet(out / "eval_pairs.parquet")
+        t["eval_pairs"] = heldout
+        state.summary["datasets"]["eval_pairs"] = heldout.height
+
+
+def _likert_options(cfg: PipelineConfig) -> dict[int, str]:
+    from valign_ray.data.likert import POLIS_OPTIONS
+
+    return dict(cfg.data.likert_options or POLIS_OPTIONS)
 
 
 def stage_model(state: RunState) -> None:
@@ -272,23 +353,39 @@ def stage_eval(state: RunState) -> None:
     from valign_ray.eval.heldout import evaluate_pairs
     from valign_ray.models import load_model, load_tokenizer
 
-    cfg, pairs = state.cfg, state.tables["eval_pairs"]
+    cfg, t = state.cfg, state.tables
     tok = load_tokenizer(state.model_path)
     results = {}
     for name, path in (("base", state.model_path), ("aligned", state.aligned_path)):
-        results[name] = evaluate_pairs(
-            load_model(path),
-            tok,
-            pairs,
-            max_length=cfg.data.max_length,
-            batch_size=cfg.eval.batch_size,
-        )
+        model = load_model(path)
+        if cfg.data.answers == "likert":
+            from valign_ray.data.likert import evaluate_likert
+
+            results[name] = evaluate_likert(
+                model,
+                tok,
+                t["items"],
+                t["heldout_answers"],
+                t["respondents"],
+                options=_likert_options(cfg),
+                group_column=cfg.data.group_column,
+                max_length=cfg.data.max_length,
+            )
+        else:
+            results[name] = evaluate_pairs(
+                model,
+                tok,
+                t["eval_pairs"],
+                max_length=cfg.data.max_length,
+                batch_size=cfg.eval.batch_size,
+            )
     state.summary["eval"] = results
 
 
 STAGES: list[tuple[str, Callable[[RunState], None]]] = [
     ("survey", stage_survey),
     ("weights", stage_weights),
+    ("constitution", stage_constitution),
     ("datasets", stage_datasets),
     ("model", stage_model),
     ("reference", stage_reference),
@@ -324,9 +421,14 @@ def format_summary(summary: dict[str, Any]) -> str:
     ev = summary.get("eval")
     if ev:
         lines.append(f"{'held-out metric':<28}{'base':>10}{'aligned':>10}")
-        for metric in ("preference_accuracy", "margin"):
-            lines.append(f"{metric:<28}{ev['base'][metric]:>10.4f}{ev['aligned'][metric]:>10.4f}")
-        lines.append(f"{'pairs (held-out respondents)':<28}{ev['base']['n_pairs']:>10}")
+        for metric, value in ev["base"].items():
+            if isinstance(value, float):
+                lines.append(f"{metric:<28}{value:>10.4f}{ev['aligned'][metric]:>10.4f}")
+        for group, value in ev["base"].get("groups", {}).items():
+            other = ev["aligned"]["groups"][group]
+            lines.append(f"{'A, group ' + group:<28}{value:>10.4f}{other:>10.4f}")
+        if "n_pairs" in ev["base"]:
+            lines.append(f"{'pairs (held-out respondents)':<28}{ev['base']['n_pairs']:>10}")
     w = summary.get("weighting")
     if w and "ess" in w:
         lines.append(f"weighting: n={w['n']} ESS={w['ess']:.1f}")

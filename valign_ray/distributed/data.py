@@ -29,20 +29,24 @@ def build_rows(
     out_dir: Path,
     *,
     batch_size: int = 8192,
+    whole_respondents: bool = False,
     **tables: Any,
 ) -> pl.DataFrame:
-    """Apply ``builder(answers_batch, **tables)`` with ``map_batches`` over the answers Parquet,
+    """Apply ``builder(answers_batch, **tables)`` with ``map_batches`` over the answers Parquet
+    (``map_groups`` per respondent when ``whole_respondents``),
     write the rows to ``out_dir`` and return them in a canonical order with ``row_idx``.
 
     Ray's execution order is not the rows' identity: sorting on every column makes the result
     (and hence training batches) independent of how blocks were scheduled.
     """
-    ds = ray.data.read_parquet(str(answers_path)).map_batches(
-        _apply_builder,
-        batch_format="pyarrow",
-        batch_size=batch_size,
-        fn_kwargs={"builder": builder, **tables},
-    )
+    ds = ray.data.read_parquet(str(answers_path))
+    kwargs = {"batch_format": "pyarrow", "fn_kwargs": {"builder": builder, **tables}}
+    if whole_respondents:
+        # Builders that pair one respondent's answers (DPO pairs from two ratings) must see all
+        # of that respondent's rows at once: a batch boundary would silently lose pairs.
+        ds = ds.groupby("respondent_id").map_groups(_apply_builder, **kwargs)
+    else:
+        ds = ds.map_batches(_apply_builder, batch_size=batch_size, **kwargs)
     rows = pl.from_arrow(pa.concat_tables(list(ds.iter_batches(batch_format="pyarrow"))))
     rows = rows.sort(rows.columns).with_row_index("row_idx")
     out_dir.mkdir(parents=True, exist_ok=True)

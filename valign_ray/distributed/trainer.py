@@ -65,7 +65,14 @@ def _train_fn(config: dict[str, Any]) -> None:
     run_training(config["job"], RayTrainContext(), pl.from_arrow(table))
 
 
-def fit(job: TrainJob, rows: pl.DataFrame, *, storage_path: Path, name: str = "train") -> Any:
+def fit(
+    job: TrainJob,
+    rows: pl.DataFrame,
+    *,
+    storage_path: Path,
+    name: str = "train",
+    callbacks: list[Any] | None = None,
+) -> Any:
     """Train on Ray Train with DeepSpeed; returns the ``ray.train.Result``.
 
     Every worker receives all rows (``datasets_to_split=[]``) and picks its part of each global
@@ -85,6 +92,7 @@ def fit(job: TrainJob, rows: pl.DataFrame, *, storage_path: Path, name: str = "t
             storage_path=str(Path(storage_path).resolve()),
             failure_config=FailureConfig(max_failures=tcfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,  # e.g. Tune's TuneReportCallback inside a sweep trial
         ),
     )
     return trainer.fit()

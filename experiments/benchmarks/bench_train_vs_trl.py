@@ -1,0 +1,315 @@
+"""Training throughput of our KTO and DPO loop vs TRL's ``KTOTrainer`` / ``DPOTrainer`` on CPU.
+
+    python experiments/benchmarks/bench_train_vs_trl.py [--steps 10] [--batch-size 8]
+        [--max-length 192] [--threads 2] [--zero-stage 2] [--quick]
+
+One run prepares everything once (a ~25 M-parameter Qwen2 built from a config, with a BPE
+tokenizer trained on the texts; the rows), then trains each side in its own subprocess so both
+start from the same machine state: ours is ``valign_ray.train.worker.run_training`` with a
+``LocalContext`` (torch.distributed gloo, world size 1, DeepSpeed), TRL is used as a user would
+(a ``datasets.Dataset``, a separate reference model, ``use_cpu=True``, fp32). Same model, rows,
+batch size, ``max_length``, steps and torch threads on both sides. Data: HH-RLHF harmless-base
+test pairs when the file exists (varied lengths, so padding matters), else lengthened synthetic
+survey texts; prompts that alone fill ``max_length`` are left out for both sides, because TRL's
+KTO drops them.
+
+Ours scores the reference once (``score_reference``: the cache every later run and Tune trial
+reuses); that time is reported apart. TRL runs the reference model inside every step. Steps are
+timed in steady state (the first ``--warmup`` steps of each side are skipped): ours from its
+per-step metrics (``tokens / tokens_per_s``), TRL from the gaps between ``on_step_end`` calls
+(collate included on both sides). Tokens are the non-padding tokens of every sequence a step
+runs through the policy (KTO: completion + KL sequences; DPO: chosen + rejected).
+
+TRL's own default ``gradient_checkpointing=True`` is turned off here, since our loop does not
+checkpoint activations; with it TRL would recompute each forward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[2]
+HH = Path("/work/shared/data/hh-rlhf/harmless-base_test.jsonl.gz")
+LR = 1e-5
+
+
+def _texts(n_pairs: int, seed: int) -> tuple[pl.DataFrame, str]:
+    """``prompt, chosen, rejected`` pairs: HH-RLHF when present, else lengthened synthetic text."""
+    if HH.is_file():
+        from valign_ray.survey.hh_rlhf import import_hh_pairs
+
+        pairs, _ = import_hh_pairs(HH, max_rows=4 * n_pairs)
+        return pairs.select("prompt", "chosen", "rejected"), f"HH-RLHF {HH.name}"
+    from valign_ray.survey.margins import load_margins
+    from valign_ray.survey.synthetic import SyntheticSpec, generate_synthetic
+
+    survey = generate_synthetic(
+        SyntheticSpec(n_sample=200), load_margins(ROOT / "data/margins/nz_2023.csv")
+    )
+    prompts = survey.items["text"].to_list()
+    comps = survey.candidates["text"].to_list()
+    rng = np.random.default_rng(seed)
+    # Repeat sentences a random number of times so lengths vary (and padding matters).
+    rows = [
+        (
+            " ".join(prompts[i % len(prompts)] for i in rng.integers(0, 99, rng.integers(1, 6))),
+            " ".join(comps[j % len(comps)] for j in rng.integers(0, 999, rng.integers(1, 8))),
+            " ".join(comps[j % len(comps)] for j in rng.integers(0, 999, rng.integers(1, 8))),
+        )
+        for _ in range(4 * n_pairs)
+    ]
+    return pl.DataFrame(rows, schema=["prompt", "chosen", "rejected"], orient="row"), "synthetic"
+
+
+def prepare(work: Path, args: argparse.Namespace) -> dict:
+    """Build the model and the KTO / DPO rows (no reference columns yet) into ``work``."""
+    from valign_ray.data.builders import mismatched_completions
+    from valign_ray.models import TinyModelSpec, build_tiny_model, count_parameters, load_model
+
+    n = args.steps * args.batch_size
+    pairs, source = _texts(n, args.seed)
+    texts = pairs["prompt"].to_list() + pairs["chosen"].to_list() + pairs["rejected"].to_list()
+    spec = (
+        TinyModelSpec(arch="qwen2", vocab_size=2048, hidden_size=128, intermediate_size=352,
+                      num_layers=2, num_heads=4, num_kv_heads=2)
+        if args.quick
+        else TinyModelSpec(arch="qwen2", vocab_size=8192, hidden_size=512, intermediate_size=1408,
+                           num_layers=6, num_heads=8, num_kv_heads=2,
+                           max_position_embeddings=max(512, args.max_length))
+    )  # fmt: skip
+    model_dir = build_tiny_model(work / "model", texts, spec)
+    from valign_ray.models import load_tokenizer
+
+    tok = load_tokenizer(model_dir)
+    # Prompts that alone fill max_length: TRL's KTO drops them, so neither side gets them.
+    p_len = np.array([len(tok(p, add_special_tokens=False)["input_ids"]) for p in pairs["prompt"]])
+    pairs = pairs.filter(pl.Series(p_len < args.max_length - 16))
+    if pairs.height < n:
+        raise ValueError(f"only {pairs.height} pairs fit max_length={args.max_length}; need {n}")
+    dpo = pairs.head(n).with_columns(
+        pl.lit(1.0).alias("weight"), pl.lit(1.0).alias("share"), pl.int_range(n).alias("row_idx")
+    )
+    # KTO: each pair gives a desirable and an undesirable row; shuffled, n of them.
+    kto = pl.concat(
+        [
+            pairs.select("prompt", pl.col("chosen").alias("completion"), pl.lit(True).alias("label")),
+            pairs.select("prompt", pl.col("rejected").alias("completion"), pl.lit(False).alias("label")),
+        ]
+    ).sample(fraction=1.0, shuffle=True, seed=args.seed).head(n)  # fmt: skip
+    kto = kto.with_columns(
+        mismatched_completions(kto["prompt"], kto["completion"]),
+        pl.lit(1.0).alias("weight"),
+        pl.int_range(n).alias("row_idx"),
+    )
+    kto.write_parquet(work / "kto.parquet")
+    dpo.write_parquet(work / "dpo.parquet")
+    lengths = [len(tok(p + c)["input_ids"]) for p, c in zip(kto["prompt"], kto["completion"])]
+    return {
+        "source": source,
+        "params": count_parameters(load_model(model_dir)),
+        "vocab": len(tok),
+        "mean_len": float(np.mean(np.minimum(lengths, args.max_length))),
+        "capped": float(np.mean(np.array(lengths) >= args.max_length)),
+    }
+
+
+def _steady(step_s: list[float], tokens: list[float], padded: list[float], warmup: int) -> dict:
+    s, t, p = (np.array(x[warmup:], dtype=float) for x in (step_s, tokens, padded))
+    return {
+        "step_s": s.tolist(),
+        "seconds": float(s.sum()),
+        "steps": len(s),
+        "tokens": float(t.sum()),
+        "padding": float(1.0 - t.sum() / p.sum()),
+    }
+
+
+def worker_ours(work: Path, args: argparse.Namespace) -> dict:
+    import torch
+    import torch.distributed as dist
+
+    from valign_ray.config import load_config
+    from valign_ray.models import load_model, load_tokenizer
+    from valign_ray.train.context import LocalContext
+    from valign_ray.train.reference import score_reference
+    from valign_ray.train.worker import TrainJob, run_training
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1",
+                      LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")  # fmt: skip
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    model_dir = str(work / "model")
+    rows = pl.read_parquet(work / f"{args.loss}.parquet")
+    t0 = time.perf_counter()
+    ref = load_model(model_dir)
+    rows = score_reference(ref, load_tokenizer(model_dir), rows, args.loss,
+                           max_length=args.max_length, batch_size=32)  # fmt: skip
+    ref_seconds = time.perf_counter() - t0
+    del ref
+    cfg = load_config(ROOT / "configs/quickstart.yaml", [
+        "train.num_workers=1", f"train.zero_stage={args.zero_stage}",
+        f"train.batch_size={args.batch_size}", f"train.max_steps={args.steps}", "train.epochs=1",
+        f"train.lr={LR}", f"loss.name={args.loss}", f"data.max_length={args.max_length}",
+        "wandb.enabled=false", f"model.path={model_dir}", f"train.seed={args.seed}",
+    ])  # fmt: skip
+    metrics = work / f"ours-{args.loss}.jsonl"
+    metrics.unlink(missing_ok=True)
+    ctx = LocalContext()
+    run_training(TrainJob(cfg, model_dir, metrics_path=str(metrics)), ctx, rows)
+    for report in ctx.reports:  # LocalContext leaves checkpoint folders where they were written
+        if report["checkpoint"] is not None:
+            shutil.rmtree(report["checkpoint"], ignore_errors=True)
+    lines = [json.loads(x) for x in metrics.read_text().splitlines()]
+    out = _steady(
+        [m["tokens"] / m["tokens_per_s"] for m in lines],
+        [m["tokens"] for m in lines],
+        [m["padded_tokens"] for m in lines],
+        args.warmup,
+    )
+    dist.destroy_process_group()
+    return {**out, "ref_seconds": ref_seconds, "rows": rows.height, "threads": torch.get_num_threads()}
+
+
+def worker_trl(work: Path, args: argparse.Namespace) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+
+    from valign_ray.models import load_model, load_tokenizer
+
+    model_dir = str(work / "model")
+    rows = pl.read_parquet(work / f"{args.loss}.parquet").sort("row_idx")
+    common = dict(
+        output_dir=str(work / f"trl-{args.loss}"), per_device_train_batch_size=args.batch_size,
+        max_steps=args.steps, max_length=args.max_length, learning_rate=LR, use_cpu=True,
+        bf16=False, report_to="none", gradient_checkpointing=False, save_strategy="no",
+        disable_tqdm=True, seed=args.seed, beta=0.1,
+    )  # fmt: skip
+    if args.loss == "kto":
+        from trl import KTOConfig, KTOTrainer
+
+        data = Dataset.from_dict({c: rows[c].to_list() for c in ("prompt", "completion", "label")})
+        trainer_cls, targs = KTOTrainer, KTOConfig(**common)
+    else:
+        from trl import DPOConfig, DPOTrainer
+
+        data = Dataset.from_dict({c: rows[c].to_list() for c in ("prompt", "chosen", "rejected")})
+        trainer_cls, targs = DPOTrainer, DPOConfig(**common)
+    trainer = trainer_cls(
+        model=load_model(model_dir), ref_model=load_model(model_dir), args=targs,
+        train_dataset=data, processing_class=load_tokenizer(model_dir),
+    )  # fmt: skip
+    counts: list[tuple[float, float]] = []
+    collate = trainer.data_collator
+
+    def counting_collator(examples):
+        batch = collate(examples)
+        masks = [v for k, v in batch.items() if k.endswith("attention_mask")]
+        counts.append((sum(float(m.sum()) for m in masks), sum(float(m.numel()) for m in masks)))
+        return batch
+
+    trainer.data_collator = counting_collator
+    ends: list[float] = []
+
+    class StepClock(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            if not ends:  # the first step's start; later steps start at the previous end
+                ends.append(time.perf_counter())
+
+        def on_step_end(self, *a, **k):
+            ends.append(time.perf_counter())
+
+    trainer.add_callback(StepClock())
+    trainer.train()
+    out = _steady(
+        list(np.diff(ends)), [c[0] for c in counts], [c[1] for c in counts], args.warmup
+    )
+    return {**out, "rows": len(trainer.train_dataset), "threads": torch.get_num_threads()}
+
+
+def _run_worker(side: str, loss: str, work: Path, args: argparse.Namespace) -> dict:
+    out = work / f"{side}-{loss}.json"
+    cmd = [sys.executable, __file__, "--worker", side, "--loss", loss, "--work", str(work)]
+    for flag in ("steps", "batch_size", "max_length", "threads", "zero_stage", "warmup", "seed"):
+        cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false",
+           "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT)}  # fmt: skip
+    log = work / f"{side}-{loss}.log"
+    with log.open("w") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    if proc.returncode != 0:
+        sys.exit(f"{side} {loss} failed (exit {proc.returncode}); log tail:\n"
+                 + "\n".join(log.read_text().splitlines()[-30:]))  # fmt: skip
+    return json.loads(out.read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=10, help="optimizer steps per run")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-length", type=int, default=192)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads on both sides")
+    ap.add_argument("--zero-stage", type=int, default=2, choices=[0, 1, 2], help="ours only")
+    ap.add_argument("--warmup", type=int, default=2, help="steps left out of the timing")
+    ap.add_argument("--losses", default="kto,dpo")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="a 0.4 M-parameter model: smoke run")
+    ap.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
+    ap.add_argument("--loss", help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.steps <= args.warmup:
+        sys.exit(f"--steps {args.steps} must exceed --warmup {args.warmup}")
+    if args.worker:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        fn = worker_ours if args.worker == "ours" else worker_trl
+        result = fn(Path(args.work), args)
+        (Path(args.work) / f"{args.worker}-{args.loss}.json").write_text(json.dumps(result))
+        return
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-trl-") as tmp:
+        work = Path(tmp)
+        info = prepare(work, args)
+        print(f"model: Qwen2 {info['params'] / 1e6:.1f} M params (vocab {info['vocab']}); data: "
+              f"{info['source']}, {args.steps * args.batch_size} rows, mean length "
+              f"{info['mean_len']:.0f} tokens ({info['capped']:.0%} capped at {args.max_length}); "
+              f"batch {args.batch_size}, {args.steps} steps ({args.warmup} warm-up), "
+              f"{args.threads} threads, ours ZeRO-{args.zero_stage}", flush=True)  # fmt: skip
+        for loss in args.losses.split(","):
+            ours = _run_worker("ours", loss, work, args)
+            trl = _run_worker("trl", loss, work, args)
+            rate = {k: args.batch_size * r["steps"] / r["seconds"] for k, r in (("o", ours), ("t", trl))}
+            print(f"{loss.upper()}: ours {rate['o']:.2f} samples/s ({ours['tokens'] / ours['seconds']:.0f} "
+                  f"tok/s), TRL {rate['t']:.2f} samples/s ({trl['tokens'] / trl['seconds']:.0f} tok/s) "
+                  f"-> ours is {rate['o'] / rate['t']:.2f}x", flush=True)  # fmt: skip
+            print(f"  padding fraction: ours {ours['padding']:.1%}, TRL {trl['padding']:.1%}; "
+                  f"step s ours {np.median(ours['step_s']):.2f}, TRL {np.median(trl['step_s']):.2f} "
+                  f"(median); threads {ours['threads']}/{trl['threads']}; TRL rows {trl['rows']}")  # fmt: skip
+            epoch_o, epoch_t = ours["rows"] / rate["o"], ours["rows"] / rate["t"]
+            gain = epoch_t - epoch_o
+            even = f"{ours['ref_seconds'] / gain:.2f} epochs" if gain > 0 else "never (ours is slower)"
+            print(f"  reference cache (one-time, reused by later runs and Tune trials): "
+                  f"{ours['ref_seconds']:.1f} s for {ours['rows']} rows = "
+                  f"{ours['ref_seconds'] / ours['rows'] * 1000:.0f} ms/row; an epoch takes ours "
+                  f"{epoch_o:.1f} s vs TRL {epoch_t:.1f} s; break-even after {even}", flush=True)  # fmt: skip
+    print(f"total {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

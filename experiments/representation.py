@@ -1,0 +1,160 @@
+"""Headline experiment: does training with survey weights make the model represent the
+synthetic POPULATION (and each subgroup) better than training without them?
+
+    python experiments/representation.py configs/representation.yaml [--output-dir DIR]
+        [--set key=value ...]
+
+Runs the pipeline once per variant (``variant_overrides``) under one experiment folder (the
+reference cache in ``.cache`` is shared), scores every aligned model and the base model against
+the population truth, and writes results.json, results.md, preferences.parquet and two plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import polars as pl  # noqa: E402
+
+from valign_ray.config import load_config  # noqa: E402
+from valign_ray.eval import representation as rep  # noqa: E402
+from valign_ray.pipeline import run_pipeline  # noqa: E402
+from valign_ray.survey.margins import load_margins  # noqa: E402
+from valign_ray.survey.synthetic import generate_synthetic  # noqa: E402
+
+FORMS = {"implicit": "p_implicit", "logprob": "p_logprob"}
+COMPARISONS = [
+    ("kto_weighted", "kto_unweighted"),
+    ("kto_oracle", "kto_unweighted"),
+    ("kto_oracle", "kto_weighted"),
+    ("dpo_soft", "dpo_hard"),
+]
+
+
+def plot(results: dict, exp: Path) -> None:
+    for form, table in results.items():
+        names = list(table)
+        est = [table[m]["population"]["estimate"] for m in names]
+        err = [
+            [e - table[m]["population"]["lo"] for m, e in zip(names, est, strict=True)],
+            [table[m]["population"]["hi"] - e for m, e in zip(names, est, strict=True)],
+        ]
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.bar(names, est, yerr=err, capsize=4, color="tab:blue")
+        ax.set(ylabel="A(model, population)", ylim=(min(est) - 0.1, 1.0), title=form)
+        fig.autofmt_xdate()
+        fig.savefig(exp / f"a_population_{form}.png", dpi=120, bbox_inches="tight")
+        groups = [g["group"] for g in table[names[0]]["groups"]]
+        fig, ax = plt.subplots(figsize=(9, 4))
+        width = 0.8 / len(names)
+        for k, m in enumerate(names):
+            ax.bar(
+                [i + k * width for i in range(len(groups))],
+                [g["estimate"] for g in table[m]["groups"]],
+                width,
+                label=m,
+            )
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))], groups, rotation=30)
+        ax.set(ylabel="A(model, group)", ylim=(0.5, 1.0), title=f"per-group A ({form})")
+        ax.legend(fontsize=7, ncol=3)
+        fig.savefig(exp / f"a_groups_{form}.png", dpi=120, bbox_inches="tight")
+        plt.close("all")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config")
+    ap.add_argument("--output-dir", help="experiment folder (default: output_dir/name)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args()
+    base = load_config(args.config, args.set)
+    exp = Path(args.output_dir) if args.output_dir else base.run_dir
+    common = [*args.set, f"output_dir={exp}"]
+    paths, everyone = rep.write_oracle_survey(base, exp / "oracle_survey", seed=0)
+    oracle = ["survey.source=files"] + [f"survey.files.{k}={v}" for k, v in paths.items()]
+    cfgs = {}
+    for name, extra in rep.variant_overrides(base).items():
+        cfg = load_config(
+            args.config,
+            [*common, f"name={name}", *extra] + (oracle if name == "kto_oracle" else []),
+        )
+        run_pipeline(cfg)
+        cfgs[name] = cfg
+    # The biased survey again (deterministic by seed): its flips and tables; the run's written
+    # truth and the oracle's population truth must both be this one.
+    biased = generate_synthetic(
+        rep.synthetic_spec(base),
+        load_margins(base.weighting.margins),
+        variables=base.weighting.variables,
+    )
+    truth = pl.read_parquet(exp / "kto_unweighted" / "survey" / "truth.parquet")
+    if not (truth.equals(biased.truth) and everyone.truth.equals(biased.truth)):
+        raise RuntimeError("population truth differs between variants: check the seed")
+    flipped = biased.flips.filter("flipped")["item_id"].to_list()
+    run = {n: c.run_dir for n, c in cfgs.items()}
+    models = {"base": (run["kto_unweighted"] / "base_model",) * 2 + (base.loss.beta,)}
+    models |= {n: (run[n] / "model", run[n] / "base_model", cfgs[n].loss.beta) for n in run}
+    digests = {
+        hashlib.sha256((run[n] / "base_model" / "model.safetensors").read_bytes()).hexdigest()
+        for n in run
+    }
+    prefs = rep.score_models(
+        models,
+        biased.items,
+        biased.candidates,
+        truth,
+        max_length=base.data.max_length,
+        batch_size=base.eval.batch_size,
+    )
+    prefs.write_parquet(exp / "preferences.parquet")
+    by_model = {m: prefs.filter(pl.col("model") == m) for m in models}
+    opts = {"flipped": flipped}
+    results = {
+        form: {
+            m: rep.representation_table(
+                p, truth, variables=base.weighting.variables, column=col, **opts
+            )
+            for m, p in by_model.items()
+        }
+        for form, col in FORMS.items()
+    }
+    diffs = {
+        form: {
+            f"{a} - {b}": rep.paired_difference(by_model[a], by_model[b], truth, column=col, **opts)
+            for a, b in COMPARISONS
+        }
+        for form, col in FORMS.items()
+    }
+    meta = {
+        "flipped_items": flipped,
+        "base_models_identical": len(digests) == 1,
+        "summaries": {n: json.loads((run[n] / "summary.json").read_text()) for n in run},
+    }
+    (exp / "results.json").write_text(
+        json.dumps({"results": results, "paired_differences": diffs, **meta}, indent=2, default=str)
+        + "\n"
+    )
+    md = [
+        rep.results_markdown(results[f], title=f"{f} preference ({col})")
+        for f, col in FORMS.items()
+    ]
+    text = "\n\n".join([f"# Representation of the population ({rep.UNCERTAINTY_NOTE})", *md])
+    (exp / "results.md").write_text(text + "\n")
+    plot(results, exp)
+    print(text, f"\nflipped items: {len(flipped)}; base models identical: {len(digests) == 1}")
+    for form, d in diffs.items():
+        for k, v in d.items():
+            print(
+                f"{form:>8} {k:<30} dA(pop) {v['population']['estimate']:+.3f} "
+                f"[{v['population']['lo']:+.3f}, {v['population']['hi']:+.3f}]"
+            )
+
+
+if __name__ == "__main__":
+    main()
