@@ -1,8 +1,12 @@
-"""Entry point for `ray job submit --working-dir . -- python experiments/pipeline.py CONFIG`."""
+"""`ray job submit --working-dir . -- python experiments/pipeline.py CONFIG [--set k=v ...]`:
+the whole pipeline (same as `valign run`)."""
 
 import sys
+from pathlib import Path
 
-from valign_ray.cli import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the uploaded working dir
+
+from valign_ray.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(["run", *sys.argv[1:]]))

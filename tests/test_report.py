@@ -55,7 +55,7 @@ def test_report_of_a_real_smoke_run(smoke_run) -> None:
     assert _headings(md, page) == (HEADINGS, HEADINGS)
     assert out["md"].parent == out["html"].parent == run
 
-    # Every section but the constitution (the smoke pipeline writes none) has its content.
+    # Every section's content, from the run's own files.
     summary = json.loads((run / "summary.json").read_text())
     card = json.loads((run / "datasets/kto/card.json").read_text())
     for text in (
@@ -102,7 +102,12 @@ def test_report_of_a_real_smoke_run(smoke_run) -> None:
     assert images == set(plots_written)
     (eval_table,) = (media / "table" / "report").glob("eval_0_*.table.json")
     logged = json.loads(eval_table.read_text())
-    assert logged["columns"] == ["model", "preference_accuracy", "margin", "n_pairs"]
+    base = summary["eval"]["base"]
+    assert logged["columns"] == [
+        "model",
+        *(k for k, v in base.items() if isinstance(v, int | float)),
+    ]
+    assert logged["columns"][:4] == ["model", "preference_accuracy", "margin", "n_pairs"]
     assert logged["data"][1][:2] == ["aligned", summary["eval"]["aligned"]["preference_accuracy"]]
 
     ids = pl.read_parquet(run / "weights/weights.parquet")["respondent_id"].to_list()
@@ -111,6 +116,7 @@ def test_report_of_a_real_smoke_run(smoke_run) -> None:
         data = path.read_bytes()
         leaked = [i for i in ids if i.encode() in data]
         assert not leaked, f"{path}: respondent ids {leaked[:3]}"
+        assert cfg.survey.salt.encode() not in data, f"{path}: the pseudonymisation salt"
 
 
 def _write_synthetic_run(run: Path, wandb_line: str) -> list[str]:

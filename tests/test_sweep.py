@@ -164,9 +164,10 @@ def test_a_real_two_trial_sweep(ray_session, tmp_path: Path) -> None:
     # Different beta -> different KTO loss: the sampled point reached the training loop.
     assert table["loss"][0] != table["loss"][1]
     best = json.loads((run_dir / "sweep" / "best.json").read_text())
-    assert best["best"]["metrics"]["eval_preference_accuracy"] == table[
-        "eval_preference_accuracy"
-    ].max()
+    assert (
+        best["best"]["metrics"]["eval_preference_accuracy"]
+        == table["eval_preference_accuracy"].max()
+    )
     n_pairs = pl.read_parquet(run_dir / "datasets" / "eval_pairs.parquet").height
     assert best["best"]["metrics"]["eval_n_pairs"] == n_pairs
     # Cross-check the reporting path: evaluate the best trial's exported model ourselves.

@@ -125,3 +125,40 @@ def test_exported_folder_loads_with_auto_model(runs) -> None:
     base = load_tokenizer(export)
     assert model.config.vocab_size == len(base)
     assert (export / "tokenizer.json").exists()
+
+
+def test_lora_run_exports_a_merged_model_and_keeps_the_base_as_reference(
+    runs, kto_rows, tiny_model_dir
+) -> None:
+    """LoRA on 2 workers (ZeRO-2): the merged export differs from the base only through the
+    adapter, and disabling the adapter gives the base model back (the reference needs no copy)."""
+    from peft import PeftModel
+
+    steps, export = _fit(
+        kto_rows,
+        tiny_model_dir,
+        runs["tmp"],
+        "lora",
+        [
+            "train.num_workers=2",
+            "train.batch_size=4",
+            "model.lora.enabled=true",
+            "model.lora.r=4",
+            "train.max_steps=4",
+        ],
+    )
+    assert len(steps) == 4
+    base = load_model(tiny_model_dir)
+    merged = load_model(export)
+    ids = torch.tensor([[1, 5, 9, 13, 17]])
+    with torch.no_grad():
+        base_logits = base(input_ids=ids).logits
+        merged_logits = merged(input_ids=ids).logits
+        assert not torch.allclose(base_logits, merged_logits)
+        adapted = PeftModel.from_pretrained(
+            load_model(tiny_model_dir), str(export.parent / "adapter")
+        )
+        assert torch.allclose(adapted(input_ids=ids).logits, merged_logits, atol=1e-5)
+        with adapted.disable_adapter():
+            assert torch.equal(adapted(input_ids=ids).logits, base_logits)
+    assert "Dataset card" in (export / "README.md").read_text()

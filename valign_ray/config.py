@@ -94,6 +94,7 @@ class LoraConfig:
     alpha: int = 16
     dropout: float = 0.0
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    merge: bool = True  # export the adapter merged into the base weights
 
 
 @dataclass(frozen=True)

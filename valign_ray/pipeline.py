@@ -325,6 +325,7 @@ def stage_train(state: RunState) -> None:
         model_path=str(state.model_path.resolve()),
         wandb_dir=str((state.run_dir / "wandb").resolve()),
         metrics_path=str((state.run_dir / "train_metrics.jsonl").resolve()),
+        dataset_card=state.summary.get("datasets"),
     )
     # Same config and data -> same name -> Ray Train resumes an interrupted run from its latest
     # checkpoint; anything different starts afresh beside it.

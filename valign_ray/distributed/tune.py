@@ -182,9 +182,7 @@ def _trial(
     job = TrainJob(
         config=cfg, model_path=model_path, metrics_path=str(trial_dir / "train_metrics.jsonl")
     )
-    result = fit(
-        job, rows, storage_path=trial_dir, name="train", callbacks=[TuneReportCallback()]
-    )
+    result = fit(job, rows, storage_path=trial_dir, name="train", callbacks=[TuneReportCallback()])
     model_dir = Path(result.checkpoint.path) / HF_EXPORT  # local storage: no copy needed
     ev = evaluate_pairs(
         load_model(model_dir),

@@ -205,10 +205,12 @@ def _survey_section(run_dir: Path, summary: dict[str, Any]) -> Section:
         sec.blocks.append(_missing("weights/diagnostics.json"))
     wpath = run_dir / "weights" / "weights.parquet"
     if wpath.exists():
-        frame = pl.read_parquet(wpath)
-        if "weight" not in frame.columns:
-            raise ValueError(f"{wpath}: no column 'weight' (columns: {frame.columns})")
-        fig = plots.weights_histogram(frame["weight"].to_numpy())
+        columns = list(pl.read_parquet_schema(wpath))
+        if "weight" not in columns:
+            raise ValueError(f"{wpath}: no column 'weight' (columns: {columns})")
+        # Only the weights are read: the ids beside them never enter the report's process.
+        weights = pl.read_parquet(wpath, columns=["weight"])["weight"].to_numpy()
+        fig = plots.weights_histogram(weights)
         sec.blocks.append(_plot("weights_histogram", "Distribution of the survey weights", fig))
     else:
         sec.blocks.append(_missing("weights/weights.parquet"))

@@ -13,6 +13,7 @@ import polars as pl
 
 
 def read_json(path: Path) -> Any:
+    """A JSON file; a broken one is a ValueError naming it (a report never guesses)."""
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -20,6 +21,8 @@ def read_json(path: Path) -> Any:
 
 
 def load_run_config(run_dir: Path) -> Any:
+    """The run's typed ``PipelineConfig`` from ``config.yaml`` (None without one): the same
+    loader as the pipeline, so a misspelt key fails here too, naming it."""
     from valign_ray.config import load_config
 
     path = run_dir / "config.yaml"
@@ -78,6 +81,8 @@ def representation_tables(rep: dict[str, Any]) -> tuple[pl.DataFrame, pl.DataFra
             rows.append([model, str(g["group"]), *_interval(g, f"{where}.groups[{i}]")])
         lowest = min(rows[-len(groups) :], key=lambda r: (r[2], r[1]))
         w = entry.get("worst_group") or {"group": lowest[1], "estimate": lowest[2]}
+        if not isinstance(w, dict):
+            raise ValueError(f"summary.json {where}.worst_group: expected {{group, estimate}}")
         worst[model] = str(w.get("group"))
         if worst[model] not in {r[1] for r in rows[-len(groups) :]}:
             raise ValueError(f"summary.json {where}.worst_group: {worst[model]!r} not a group")
@@ -126,6 +131,7 @@ def flatten_scalars(d: dict[str, Any], prefix: str = "") -> list[list[Any]]:
 
 
 def is_number(v: Any) -> bool:
+    """A metric value (JSON true/false are flags, not numbers)."""
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 

@@ -26,6 +26,8 @@ class Table:
 
 @dataclass
 class Plot:
+    """A rendered figure: PNG bytes, a caption, and ``key`` (file stem and W&B name)."""
+
     key: str
     caption: str
     png: bytes
@@ -33,11 +35,15 @@ class Plot:
 
 @dataclass
 class Section:
+    """A numbered heading and its blocks in order: text lines, tables, plots."""
+
     title: str
     blocks: list[str | Table | Plot] = field(default_factory=list)
 
 
 def _fmt(v: Any) -> str:
+    """Cells for people: 4 significant digits, thousands separators, tiny values in e-notation
+    (W&B gets the raw numbers)."""
     if v is None:
         return "n/a"
     if isinstance(v, bool):
@@ -126,6 +132,9 @@ def log_to_wandb(sections: list[Section], cfg: Any, wandb_dir: Path, name: str) 
     from valign_ray.config_loader import to_dict
 
     wandb_dir.mkdir(parents=True, exist_ok=True)
+    config = to_dict(cfg)
+    # The pseudonymisation salt would let whoever reads the W&B run re-derive respondent ids.
+    config["survey"] = {k: v for k, v in config["survey"].items() if k != "salt"}
     run = wandb.init(
         project=cfg.wandb.project,
         entity=cfg.wandb.entity,
@@ -134,7 +143,7 @@ def log_to_wandb(sections: list[Section], cfg: Any, wandb_dir: Path, name: str) 
         name=f"{name}-report",
         group=name,
         job_type="report",
-        config=to_dict(cfg),
+        config=config,
         reinit="create_new",
         settings=wandb.Settings(console="off", silent=True),
     )
