@@ -70,7 +70,9 @@ class DataConfig:
 @dataclass(frozen=True)
 class ConstitutionConfig:
     enabled: bool = True  # build constitution.yaml when the survey has statements
-    group_column: str = "group"  # opinion or demographic groups that must all agree
+    # Groups that must all agree; null: the opinion groups ("group") when respondents have
+    # them, else data.group_column.
+    group_column: str | None = None
     threshold: float = 0.6  # minimum weighted agree share in every group
     min_votes_per_group: int = 5  # fewer answers in a group make a statement ineligible
 

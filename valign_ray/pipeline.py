@@ -159,11 +159,14 @@ def stage_constitution(state: RunState) -> None:
     if not ccfg.enabled or not has_statements:
         print("no constitution: disabled or the survey has no statements", flush=True)
         return
+    group_col = ccfg.group_column or (
+        "group" if "group" in t["respondents"].columns else state.cfg.data.group_column
+    )
     const = build_constitution(
         t["items"],
         t["answers"],
         t["respondents"],
-        group_col=ccfg.group_column,
+        group_col=group_col,
         weight_col="weight",
         threshold=ccfg.threshold,
         min_votes_per_group=ccfg.min_votes_per_group,
@@ -174,10 +177,10 @@ def stage_constitution(state: RunState) -> None:
         + " ".join(f"{g}:{v:.2f}" for g, v in p.support.items())
         for p in const.principles[:5]
     )
-    print(f"constitution: {len(const.principles)} principles by {ccfg.group_column}\n{top}")
+    print(f"constitution: {len(const.principles)} principles by {group_col}\n{top}")
     state.summary["constitution"] = {
         "principles": len(const.principles),
-        "group_column": ccfg.group_column,
+        "group_column": group_col,
         "groups": list(const.groups),
     }
 
@@ -423,7 +426,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     if ev:
         lines.append(f"{'held-out metric':<28}{'base':>10}{'aligned':>10}")
         for metric, value in ev["base"].items():
-            if isinstance(value, float):
+            if isinstance(value, float) and metric != "weight_total":
                 lines.append(f"{metric:<28}{value:>10.4f}{ev['aligned'][metric]:>10.4f}")
         for group, value in ev["base"].get("groups", {}).items():
             other = ev["aligned"]["groups"][group]

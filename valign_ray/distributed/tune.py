@@ -300,8 +300,11 @@ def run_sweep(
         param_space=search_space(sweep),
         tune_config=tune.TuneConfig(
             num_samples=sweep.num_samples,
-            max_concurrent_trials=sweep.max_concurrent_trials,
-            search_alg=BasicVariantGenerator(random_state=sweep.seed),
+            # Tune ignores TuneConfig.max_concurrent_trials when given a search generator, and
+            # trials beyond the CPUs deadlock (each driver holds a CPU its workers then lack).
+            search_alg=BasicVariantGenerator(
+                max_concurrent=sweep.max_concurrent_trials, random_state=sweep.seed
+            ),
         ),
         run_config=tune.RunConfig(
             name=experiment, storage_path=str(out), callbacks=callbacks, verbose=1

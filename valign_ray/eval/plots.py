@@ -139,7 +139,7 @@ def training_curves(metrics: pl.DataFrame) -> Figure:
             ax.plot(step, y.to_numpy(), color=colour, alpha=0.3, linewidth=0.8)
             smooth = y.rolling_mean(window, center=True, min_samples=1).to_numpy()
             ax.plot(step, smooth, color=colour, linewidth=1.8, label=label)
-        if len(cols) > 1:
+        if len(cols) > 1 or cols[0].startswith("rewards/"):
             ax.axhline(0.0, color="black", linewidth=0.6)
             ax.legend(frameon=False, fontsize="small")
         ax.set_title(title)

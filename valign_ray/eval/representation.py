@@ -320,6 +320,60 @@ def paired_difference(
     return out
 
 
+def data_preferences(
+    answers: pl.DataFrame, pairs: pl.DataFrame, weights: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """What a training set says: per item, the weighted share of its comparisons preferring the
+    pole-positive response, as ``item_id``, ``p_data``, ``n`` (comparisons).
+
+    Comparisons are pairwise answers plus rating pairs where a respondent rated the two
+    responses differently (ties carry no preference), the pairs DPO trains on. ``weights``
+    (``respondent_id``, ``weight``; None: all 1) are the run's survey weights. Scored with
+    :func:`representation_table` (``column="p_data"``), it is the ceiling of a model that
+    learns its data's majorities exactly: how far the *data* already points the wrong way.
+    """
+    pos = pairs.select("item_id", "pos_id")
+    rated = (
+        answers.filter(pl.col("kind") == "rating")
+        .join(pos, on="item_id")
+        .group_by("respondent_id", "item_id")
+        .agg(
+            pl.col("value").filter(pl.col("response_id") == pl.col("pos_id")).first().alias("a"),
+            pl.col("value").filter(pl.col("response_id") != pl.col("pos_id")).first().alias("b"),
+        )
+        .filter(pl.col("a") != pl.col("b"))
+        .select("respondent_id", "item_id", (pl.col("a") > pl.col("b")).alias("prefers_pos"))
+    )
+    chosen = answers.filter(pl.col("kind") == "pairwise").join(pos, on="item_id")
+    both = pl.concat(
+        [
+            rated,
+            chosen.select(
+                "respondent_id",
+                "item_id",
+                (pl.col("response_id") == pl.col("pos_id")).alias("prefers_pos"),
+            ),
+        ]
+    )
+    if weights is None:
+        both = both.with_columns(pl.lit(1.0).alias("weight"))
+    else:
+        both = both.join(weights.select("respondent_id", "weight"), on="respondent_id", how="left")
+        if both["weight"].null_count():
+            raise ValueError("weights: respondents of the answers have no weight")
+    return (
+        both.group_by("item_id")
+        .agg(
+            (
+                (pl.col("prefers_pos").cast(pl.Float64) * pl.col("weight")).sum()
+                / pl.col("weight").sum()
+            ).alias("p_data"),
+            pl.len().cast(pl.Int64).alias("n"),
+        )
+        .sort("item_id")
+    )
+
+
 def synthetic_spec(cfg: Any, **changes: Any) -> Any:
     """The :class:`SyntheticSpec` the pipeline builds from ``cfg.survey.synthetic`` (unset
     fields keep the generator's defaults), with ``changes`` applied."""
