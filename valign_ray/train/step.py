@@ -42,6 +42,30 @@ def _policy_logps(model: Any, enc: Sequence[Encoded], pad_id: int) -> tuple[Any,
     return logps, counts, real, batch["input_ids"].numel()
 
 
+def group_rewards(rewards: torch.Tensor, rows: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Weighted mean reward per respondent group (``rewards/group/<g>``), NaN where a group has
+    no row in this micro-batch (the loop then leaves it out of the step's mean).
+
+    KTO: signed so that desirable completions count +r and undesirable -r, i.e. how far the
+    model moved each group's preferences its way. DPO: the implicit reward margin.
+    """
+    import torch
+
+    if "group_id" not in rows:
+        return {}
+    r = rewards.detach()
+    if "label" in rows:
+        r = torch.where(rows["label"], r, -r)
+    out = {}
+    for gid, name in enumerate(rows["group_names"]):
+        mask = (rows["group_id"] == gid).float() * rows["weight"]
+        total = mask.sum()
+        out[f"rewards/group/{name}"] = (
+            (r * mask).sum() / total if total > 0 else r.new_tensor(float("nan"))
+        )
+    return out
+
+
 def micro_step(
     model: Any,
     rows: dict[str, Any],
@@ -78,6 +102,7 @@ def micro_step(
             lambda_u=params.lambda_u,
             weight_total=weight_total,
         )
+        metrics.update(group_rewards(params.beta * (logps - rows["ref_logp"]), rows))
         real, padded = real + kl_real, padded + kl_padded
     elif params.name == "dpo":
         n = len(enc["chosen"])
@@ -98,6 +123,8 @@ def micro_step(
             loss_type=params.dpo_type,
             label_smoothing=smoothing,
         )
+        h = (logps[:n] - rows["ref_chosen_logp"]) - (logps[n:] - rows["ref_rejected_logp"])
+        metrics.update(group_rewards(params.beta * h, rows))
     elif params.name == "sft":
         logps, counts, real, padded = _policy_logps(model, enc["completion"], pad_id)
         loss, metrics = losses.sft_loss(logps, counts, weights, weight_total=weight_total)

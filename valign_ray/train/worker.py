@@ -87,11 +87,17 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["py"])
 
 
-def _rows_as_tensors(rows: pl.DataFrame, idx: np.ndarray, weighted: bool) -> dict[str, Any]:
+def _rows_as_tensors(
+    rows: pl.DataFrame, idx: np.ndarray, weighted: bool, groups: list[str]
+) -> dict[str, Any]:
     import torch
 
     part = rows[idx.tolist()]
     out: dict[str, Any] = {}
+    if "group" in part.columns and groups:
+        codes = {g: i for i, g in enumerate(groups)}
+        out["group_id"] = torch.tensor([codes[g] for g in part["group"].to_list()])
+        out["group_names"] = groups
     n = part.height
     out["weight"] = (
         torch.tensor(part["weight"].to_numpy(), dtype=torch.float32)
@@ -198,6 +204,11 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
             flush=True,
         )
     weights_all = rows["weight"].to_numpy() if tcfg.weighted else np.ones(rows.height)
+    # Few groups (demographic or opinion groups) are reported per group; many would flood logs.
+    groups = (
+        sorted(rows["group"].drop_nulls().unique().to_list()) if "group" in rows.columns else []
+    )
+    groups = groups if len(groups) <= 16 else []
     lengths = np.array([max(e.length for e in seqs) for seqs in zip(*enc.values(), strict=True)])
     last: dict[str, float] = {}
     for step in range(start_step, plan.total_steps):
@@ -210,7 +221,7 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
             batch_enc = {k: [v[i] for i in idx] for k, v in enc.items()}
             loss, metrics = micro_step(
                 engine,
-                _rows_as_tensors(rows, idx, tcfg.weighted),
+                _rows_as_tensors(rows, idx, tcfg.weighted, groups),
                 batch_enc,
                 params,
                 ctx,
