@@ -172,13 +172,14 @@ def test_a_real_two_trial_sweep(ray_session, tmp_path: Path) -> None:
     assert best["best"]["metrics"]["eval_n_pairs"] == n_pairs
     # Cross-check the reporting path: evaluate the best trial's exported model ourselves.
     model_dir = Path(best["best"]["model_dir"])
+    assert model_dir.is_relative_to(run_dir / "sweep" / "trials" / best["best"]["trial_id"])
     pairs = pl.read_parquet(run_dir / "datasets" / "eval_pairs.parquet")
     again = evaluate_pairs(load_model(model_dir), load_tokenizer(model_dir), pairs, max_length=96)
     assert again["preference_accuracy"] == pytest.approx(
         best["best"]["metrics"]["eval_preference_accuracy"], abs=1e-9
     )
     # Every trial trained 3 steps (one metrics line each) and logged one offline W&B run.
-    metrics = sorted(Path(out["experiment_path"]).glob("*/train_metrics.jsonl"))
+    metrics = sorted((run_dir / "sweep" / "trials").glob("*/train_metrics.jsonl"))
     assert [len(p.read_text().splitlines()) for p in metrics] == [3, 3]
     assert len(out["wandb_dirs"]) == 2
     assert all(Path(d).is_dir() and any(Path(d).glob("*.wandb")) for d in out["wandb_dirs"])

@@ -416,6 +416,11 @@ def run_pipeline(cfg: PipelineConfig, *, stages: list[str] | None = None) -> dic
     summary["wall_s"] = {**earlier.get("wall_s", {}), **state.timings}
     summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print(format_summary(summary), flush=True)
+    if stages is None or "report" in stages:
+        from valign_ray.eval.report import write_report
+
+        # Last, because the report reads summary.json.
+        print(f"report: {write_report(run_dir)['html']}", flush=True)
     return summary
 
 

@@ -8,6 +8,12 @@ with Tune's ``TuneReportCallback`` and then reports the held-out metrics itself.
 
 A sweep file has two sections: ``sweep`` (:class:`SweepConfig`) and ``pipeline`` (any
 :class:`~valign_ray.config.PipelineConfig` keys). Both are loaded strictly: a typo is an error.
+
+Outputs under ``<run_dir>/sweep/``: ``results.csv`` (every trial, best first), ``best.json``
+(the best point, its metrics and model folder, the base model's scores), ``trials/<id>/`` (Ray
+Train checkpoints with the ``hf_model/`` export, ``train_metrics.jsonl``) and ``tune-<time>/``
+(Tune's experiment; each trial folder holds its offline W&B run: upload them with
+``wandb sync <run_dir>/sweep/tune-<time>/*/wandb/offline-run-*``).
 """
 
 from __future__ import annotations
@@ -154,7 +160,7 @@ def rank_trials(
             if isinstance(row[key], str):
                 schema[key] = pl.String
     table = pl.DataFrame(rows, schema=schema, orient="row")
-    return table.sort(metric, descending=mode == "max", nulls_last=True)
+    return table.sort(metric, descending=mode == "max", nulls_last=True, maintain_order=True)
 
 
 def _trial(
@@ -164,6 +170,7 @@ def _trial(
     rows: pl.DataFrame,
     eval_pairs: pl.DataFrame,
     model_path: str,
+    sweep_dir: str,
 ) -> None:
     """One Tune trial: train with the sampled loss settings, evaluate held-out pairs, report."""
     from ray import tune
@@ -174,15 +181,20 @@ def _trial(
     from valign_ray.models import load_model, load_tokenizer
     from valign_ray.train.worker import HF_EXPORT, TrainJob, resolve_loss_params
 
-    ctx = tune.get_context()
-    trial_dir = Path(ctx.get_trial_dir())
+    trial_id = tune.get_context().get_trial_id()
+    # Not Tune's trial folder: that is a staging copy under /tmp/ray until the sweep ends, and
+    # the checkpoints (the trained models) must stay where best.json says they are.
+    trial_dir = Path(sweep_dir) / "trials" / trial_id
+    trial_dir.mkdir(parents=True, exist_ok=True)
     cfg = trial_config(base, point)
     # W&B: one run per trial, from Tune's WandbLoggerCallback; no second run from the workers.
-    cfg = replace(cfg, name=ctx.get_trial_id(), wandb=replace(cfg.wandb, enabled=False))
+    cfg = replace(cfg, name=trial_id, wandb=replace(cfg.wandb, enabled=False))
     job = TrainJob(
         config=cfg, model_path=model_path, metrics_path=str(trial_dir / "train_metrics.jsonl")
     )
-    result = fit(job, rows, storage_path=trial_dir, name="train", callbacks=[TuneReportCallback()])
+    result = fit(
+        job, rows, storage_path=trial_dir.parent, name=trial_id, callbacks=[TuneReportCallback()]
+    )
     model_dir = Path(result.checkpoint.path) / HF_EXPORT  # local storage: no copy needed
     ev = evaluate_pairs(
         load_model(model_dir),
@@ -197,7 +209,11 @@ def _trial(
         {
             **train_final,
             **{f"eval_{k}": v for k, v in ev.items()},
-            **{k: float(getattr(params, k)) for k in LOSS_COLUMNS},
+            **{
+                k: float(getattr(params, k))
+                for k in LOSS_COLUMNS
+                if cfg.loss.name == "kto" or k == "beta"  # DPO has no lambdas
+            },
             "model_dir": str(model_dir),
         }
     )
@@ -295,7 +311,12 @@ def run_sweep(
     experiment = f"tune-{time.strftime('%Y%m%d-%H%M%S')}"  # a rerun never mixes with the last
     tuner = tune.Tuner(
         tune.with_parameters(
-            _trial, base=cfg, rows=rows, eval_pairs=eval_pairs, model_path=str(model_path)
+            _trial,
+            base=cfg,
+            rows=rows,
+            eval_pairs=eval_pairs,
+            model_path=str(model_path),
+            sweep_dir=str(out),
         ),
         param_space=search_space(sweep),
         tune_config=tune.TuneConfig(
