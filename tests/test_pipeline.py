@@ -46,6 +46,18 @@ def test_run_directory_holds_every_artefact(smoke_run) -> None:
     assert "respondent_id" not in (run / "datasets/kto/rows.parquet").read_bytes().decode("latin-1")
 
 
+def test_salt_never_leaves_the_run_config(smoke_run) -> None:
+    """The pseudonymisation salt re-derives respondent ids: W&B runs and the model card
+    must not carry it (the run's own config.yaml keeps it, to reproduce the run)."""
+    cfg, _ = smoke_run
+    salt = cfg.survey.salt.encode()
+    shared = [p for p in (cfg.run_dir / "wandb").rglob("*") if p.is_file()]
+    shared.append(cfg.run_dir / "model" / "README.md")
+    assert len(shared) > 3
+    for path in shared:
+        assert salt not in path.read_bytes(), path
+
+
 def test_second_preparation_hits_the_reference_cache(smoke_run) -> None:
     cfg, first = smoke_run
     assert first["reference"]["cache"] == "miss"

@@ -326,6 +326,19 @@ def test_weights_histogram_title_and_bad_weights() -> None:
         plots.weights_histogram(np.array([1.0, -1.0]))
 
 
+def test_training_curves_panels() -> None:
+    """Panels only for logged metrics, in a fixed order; per-group rewards get their own."""
+    frame = pl.DataFrame(
+        {"step": [1, 2], "rewards/margin": [0.0, 1.0], "loss": [0.5, 0.4],
+         "rewards/group/65+": [0.0, 0.2], "lr": [None, None]}
+    )  # fmt: skip
+    fig = plots.training_curves(frame)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles == ["loss", "rewards", "rewards per group"]  # lr: all null, no panel
+    with pytest.raises(ValueError, match="no plottable column"):
+        plots.training_curves(pl.DataFrame({"step": [1], "tokens": [3]}))
+
+
 def test_group_bars_reject_a_value_outside_its_interval() -> None:
     table = pl.DataFrame({"model": ["m"], "group": ["g"], "value": [0.9], "lo": [0.1], "hi": [0.5]})
     with pytest.raises(ValueError, match="model 'm': value outside"):

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from valign_ray.eval.representation import (
+    data_preferences,
     model_pair_preferences,
     paired_difference,
     pole_pairs,
@@ -261,3 +262,30 @@ def test_smoke_run_end_to_end(smoke_run) -> None:
         assert {g["group"].split("=")[0] for g in t["groups"]} == set(cfg.weighting.variables)
         if name == "base":
             assert t["majority_agreement"]["estimate"] == 0.5
+
+
+def test_data_preferences_by_hand() -> None:
+    """Item i1, pole-positive i1_r1. r1 rates r1=1, r2=0 (prefers pos) but picks i1_r2 in the
+    pairwise question (prefers neg); r2 rates both 1 (a tie: no comparison) and picks i1_r1.
+    Comparisons: r1 pos, r1 neg, r2 pos. Weights r1 = 3, r2 = 1: p = (3 + 1) / (3 + 3 + 1)
+    = 4/7; unweighted 2/3; n = 3.
+    """
+    answers = pl.DataFrame(
+        [
+            ("r1", "i1", "rating", "i1_r1", None, 1),
+            ("r1", "i1", "rating", "i1_r2", None, 0),
+            ("r1", "i1", "pairwise", "i1_r2", "i1_r1", 1),
+            ("r2", "i1", "rating", "i1_r1", None, 1),
+            ("r2", "i1", "rating", "i1_r2", None, 1),
+            ("r2", "i1", "pairwise", "i1_r1", "i1_r2", 1),
+        ],
+        schema=["respondent_id", "item_id", "kind", "response_id", "response_b_id", "value"],
+        orient="row",
+    )
+    pairs = pl.DataFrame({"item_id": ["i1"], "pos_id": ["i1_r1"]})
+    weights = pl.DataFrame({"respondent_id": ["r1", "r2"], "weight": [3.0, 1.0]})
+    out = data_preferences(answers, pairs, weights)
+    assert out["p_data"].to_list() == pytest.approx([4 / 7]) and out["n"].to_list() == [3]
+    assert data_preferences(answers, pairs)["p_data"].to_list() == pytest.approx([2 / 3])
+    with pytest.raises(ValueError, match="no weight"):
+        data_preferences(answers, pairs, weights.head(1))

@@ -184,3 +184,13 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     """Load a pipeline config from YAML plus ``--set`` overrides; errors name the bad key."""
     data = apply_overrides(load_yaml(path), list(overrides))
     return from_dict(PipelineConfig, data)
+
+
+def public_config_dict(cfg: PipelineConfig) -> dict:
+    """The config as a plain dict for places others can read (W&B, model cards): the
+    pseudonymisation salt is redacted, since with it respondent ids could be re-derived."""
+    from valign_ray.config_loader import to_dict
+
+    data = to_dict(cfg)
+    data["survey"]["salt"] = "<redacted>"
+    return data

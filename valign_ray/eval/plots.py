@@ -99,23 +99,22 @@ def margins_chart(margins: Sequence[Mapping[str, object]]) -> Figure:
 
 def training_curves(metrics: pl.DataFrame) -> Figure:
     """Small multiples of the per-step training log against ``step``: loss, z0, rewards/*,
-    grad_norm, lr, tokens/s (panels whose columns are absent or all null are left out); past 30
-    steps each line also gets a centred rolling mean over max(3, steps // 20) steps."""
+    rewards/group/* (their own panel), grad_norm, lr, tokens/s; panels whose columns are absent
+    or all null are left out. Past 30 steps each line also gets a centred rolling mean over
+    max(3, steps // 20) steps."""
     if "step" not in metrics.columns or metrics.height == 0:
         raise ValueError("training metrics: need a non-empty frame with a 'step' column")
-    rewards = tuple(c for c in metrics.columns if c.startswith("rewards/"))
+    by_group = tuple(c for c in metrics.columns if c.startswith("rewards/group/"))
+    rewards = tuple(c for c in metrics.columns if c.startswith("rewards/") and c not in by_group)
     panels = [p for p in TRAINING_PANELS[:2]]
     panels += [("rewards", rewards)] if rewards else []
+    panels += [("rewards per group", by_group)] if by_group else []
     panels += list(TRAINING_PANELS[2:])
-    panels = [
-        (
-            title,
-            tuple(
-                c for c in cols if c in metrics.columns and metrics[c].null_count() < len(metrics)
-            ),
-        )
-        for title, cols in panels
-    ]
+
+    def plottable(c: str) -> bool:
+        return c in metrics.columns and metrics[c].null_count() < metrics.height
+
+    panels = [(t, tuple(c for c in cols if plottable(c))) for t, cols in panels]
     panels = [(t, cols) for t, cols in panels if cols]
     if not panels:
         raise ValueError(f"training metrics: no plottable column in {metrics.columns}")
@@ -131,8 +130,8 @@ def training_curves(metrics: pl.DataFrame) -> Figure:
     for ax, (title, cols) in zip(axes, panels, strict=False):
         for k, c in enumerate(cols):
             y = metrics[c].cast(pl.Float64)
-            colour = MODEL_COLOURS[(k + 2) % len(MODEL_COLOURS)]
-            label = c.removeprefix("rewards/")
+            colour = f"C{k % 10}"
+            label = c.removeprefix("rewards/group/").removeprefix("rewards/")
             if window == 1 or c == "lr":
                 ax.plot(step, y.to_numpy(), marker=marker, ms=3, color=colour, label=label)
                 continue

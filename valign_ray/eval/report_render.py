@@ -129,12 +129,10 @@ def log_to_wandb(sections: list[Section], cfg: Any, wandb_dir: Path, name: str) 
     import wandb
     from PIL import Image
 
-    from valign_ray.config_loader import to_dict
+    from valign_ray.config import public_config_dict
 
     wandb_dir.mkdir(parents=True, exist_ok=True)
-    config = to_dict(cfg)
-    # The pseudonymisation salt would let whoever reads the W&B run re-derive respondent ids.
-    config["survey"] = {k: v for k, v in config["survey"].items() if k != "salt"}
+    config = public_config_dict(cfg)
     run = wandb.init(
         project=cfg.wandb.project,
         entity=cfg.wandb.entity,

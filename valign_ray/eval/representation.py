@@ -293,6 +293,8 @@ def paired_difference(
     items_b, pb, *_ = _aligned(p_b, truth, [], column)
     if items != items_b:
         raise ValueError("p_a and p_b score different items")
+    if set(flipped) - set(items):
+        raise ValueError(f"flipped: items not scored: {sorted(set(flipped) - set(items))[:5]}")
     boot = {"n_boot": n_boot, "alpha": alpha, "seed": seed}
     n = len(items)
     diff = _item_scores(pa, q) - _item_scores(pb, q)

@@ -301,7 +301,7 @@ def _start_wandb(job: TrainJob, ctx: TrainContext, params: LossParams, plan: Bat
         return None
     import wandb
 
-    from valign_ray.config_loader import to_dict
+    from valign_ray.config import public_config_dict
 
     if job.wandb_dir:
         Path(job.wandb_dir).mkdir(parents=True, exist_ok=True)
@@ -311,7 +311,11 @@ def _start_wandb(job: TrainJob, ctx: TrainContext, params: LossParams, plan: Bat
         mode=wcfg.mode,
         dir=job.wandb_dir,
         name=job.config.name,
-        config={**to_dict(job.config), "resolved_loss": vars(params), "steps": plan.total_steps},
+        config={
+            **public_config_dict(job.config),
+            "resolved_loss": vars(params),
+            "steps": plan.total_steps,
+        },
     )
 
 
@@ -377,7 +381,7 @@ def export_model(
 
 
 def _model_card(job: TrainJob, metrics: dict[str, float]) -> str:
-    from valign_ray.config_loader import to_dict
+    from valign_ray.config import public_config_dict
 
     cfg = job.config
     lines = [
@@ -398,7 +402,7 @@ def _model_card(job: TrainJob, metrics: dict[str, float]) -> str:
         "```",
         "## Config",
         "```json",
-        json.dumps(to_dict(cfg), indent=2),
+        json.dumps(public_config_dict(cfg), indent=2),
         "```",
     ]
     return "\n".join(lines) + "\n"
