@@ -21,20 +21,36 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
+import yaml  # noqa: E402
 
 from valign_ray.config import load_config  # noqa: E402
+from valign_ray.config_loader import to_dict  # noqa: E402
 from valign_ray.eval import representation as rep  # noqa: E402
 from valign_ray.pipeline import run_pipeline  # noqa: E402
 from valign_ray.survey.margins import load_margins  # noqa: E402
 from valign_ray.survey.synthetic import generate_synthetic  # noqa: E402
 
-FORMS = {"implicit": "p_implicit", "logprob": "p_logprob"}
+# The model's preference read two ways, and what each run's (weighted) training split says.
+FORMS = {"implicit": "p_implicit", "logprob": "p_logprob", "data": "p_data"}
 COMPARISONS = [
     ("kto_weighted", "kto_unweighted"),
     ("kto_oracle", "kto_unweighted"),
     ("kto_oracle", "kto_weighted"),
+    ("dpo_hard", "dpo_unweighted"),
+    ("dpo_oracle", "dpo_hard"),
     ("dpo_soft", "dpo_hard"),
 ]
+
+
+def finished(cfg) -> bool:
+    """A run dir with a summary (written last) and the same survey, weighting, data, tiny model,
+    loss and training config: rerunning after a crash skips it instead of retraining."""
+    snap, summary = cfg.run_dir / "config.yaml", cfg.run_dir / "summary.json"
+    if not (summary.exists() and snap.exists()):
+        return False
+    old, new = yaml.safe_load(snap.read_text()), to_dict(cfg)
+    keys = ("survey", "weighting", "data", "loss", "train")
+    return all(old.get(k) == new[k] for k in keys) and old["model"]["tiny"] == new["model"]["tiny"]
 
 
 def plot(results: dict, exp: Path) -> None:
@@ -47,7 +63,8 @@ def plot(results: dict, exp: Path) -> None:
         ]
         fig, ax = plt.subplots(figsize=(7, 3.5))
         ax.bar(names, est, yerr=err, capsize=4, color="tab:blue")
-        ax.set(ylabel="A(model, population)", ylim=(min(est) - 0.1, 1.0), title=form)
+        low = min(table[m]["population"]["lo"] for m in names)
+        ax.set(ylabel="A(model, population)", ylim=(low - 0.05, 1.0), title=f"A ({form})")
         fig.autofmt_xdate()
         fig.savefig(exp / f"a_population_{form}.png", dpi=120, bbox_inches="tight")
         groups = [g["group"] for g in table[names[0]]["groups"]]
@@ -60,8 +77,10 @@ def plot(results: dict, exp: Path) -> None:
                 width,
                 label=m,
             )
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))], groups, rotation=30)
-        ax.set(ylabel="A(model, group)", ylim=(0.5, 1.0), title=f"per-group A ({form})")
+        ticks = [i + 0.4 - width / 2 for i in range(len(groups))]
+        ax.set_xticks(ticks, groups, rotation=30, ha="right")
+        low = min(g["estimate"] for m in names for g in table[m]["groups"])
+        ax.set(ylabel="A(model, group)", ylim=(low - 0.05, 1.0), title=f"per-group A ({form})")
         ax.legend(fontsize=7, ncol=3)
         fig.savefig(exp / f"a_groups_{form}.png", dpi=120, bbox_inches="tight")
         plt.close("all")
@@ -82,9 +101,10 @@ def main() -> None:
     for name, extra in rep.variant_overrides(base).items():
         cfg = load_config(
             args.config,
-            [*common, f"name={name}", *extra] + (oracle if name == "kto_oracle" else []),
+            [*common, f"name={name}", *extra] + (oracle if name.endswith("_oracle") else []),
         )
-        run_pipeline(cfg)
+        if not finished(cfg):
+            run_pipeline(cfg)
         cfgs[name] = cfg
     # The biased survey again (deterministic by seed): its flips and tables; the run's written
     # truth and the oracle's population truth must both be this one.
@@ -114,13 +134,24 @@ def main() -> None:
     )
     prefs.write_parquet(exp / "preferences.parquet")
     by_model = {m: prefs.filter(pl.col("model") == m) for m in models}
+    pairs = rep.pole_pairs(biased.items, biased.candidates, truth)
+    data = {
+        n: rep.data_preferences(
+            pl.read_parquet(run[n] / "datasets" / "answers_train.parquet"),
+            pairs,
+            pl.read_parquet(run[n] / "weights" / "weights.parquet")
+            if cfgs[n].weighting.enabled
+            else None,
+        )
+        for n in run
+    }
     opts = {"flipped": flipped}
     results = {
         form: {
             m: rep.representation_table(
                 p, truth, variables=base.weighting.variables, column=col, **opts
             )
-            for m, p in by_model.items()
+            for m, p in (data if form == "data" else by_model).items()
         }
         for form, col in FORMS.items()
     }
@@ -130,6 +161,7 @@ def main() -> None:
             for a, b in COMPARISONS
         }
         for form, col in FORMS.items()
+        if form != "data"
     }
     meta = {
         "flipped_items": flipped,
@@ -140,20 +172,28 @@ def main() -> None:
         json.dumps({"results": results, "paired_differences": diffs, **meta}, indent=2, default=str)
         + "\n"
     )
-    md = [
-        rep.results_markdown(results[f], title=f"{f} preference ({col})")
-        for f, col in FORMS.items()
-    ]
+    wide = biased.flips.drop("contested").join(
+        prefs.pivot("model", index="item_id", values="p_implicit"), on="item_id"
+    )
+    for n, d in data.items():
+        wide = wide.join(d.select("item_id", pl.col("p_data").alias(f"data_{n}")), on="item_id")
+    wide.write_csv(exp / "per_item_implicit.csv", float_precision=4)
+    md = [rep.results_markdown(results[f], title=f"{f} ({c})") for f, c in FORMS.items()]
+    lines = ["### paired differences (bootstrap over the same items)", ""]
+    for form, d in diffs.items():
+        lines += [
+            f"- {form}: {k}: dA(pop) {v['population']['estimate']:+.3f} "
+            f"[{v['population']['lo']:+.3f}, {v['population']['hi']:+.3f}], d majority "
+            f"{v['majority_agreement']['estimate']:+.3f} "
+            f"[{v['majority_agreement']['lo']:+.3f}, {v['majority_agreement']['hi']:+.3f}]"
+            for k, v in d.items()
+        ]
+    md.append("\n".join(lines))
+    md.append(f"flipped items: {len(flipped)}; base models identical: {len(digests) == 1}")
     text = "\n\n".join([f"# Representation of the population ({rep.UNCERTAINTY_NOTE})", *md])
     (exp / "results.md").write_text(text + "\n")
-    plot(results, exp)
-    print(text, f"\nflipped items: {len(flipped)}; base models identical: {len(digests) == 1}")
-    for form, d in diffs.items():
-        for k, v in d.items():
-            print(
-                f"{form:>8} {k:<30} dA(pop) {v['population']['estimate']:+.3f} "
-                f"[{v['population']['lo']:+.3f}, {v['population']['hi']:+.3f}]"
-            )
+    plot({f: results[f] for f in ("implicit", "logprob")}, exp)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -289,3 +289,34 @@ def test_data_preferences_by_hand() -> None:
     assert data_preferences(answers, pairs)["p_data"].to_list() == pytest.approx([2 / 3])
     with pytest.raises(ValueError, match="no weight"):
         data_preferences(answers, pairs, weights.head(1))
+
+
+def test_oracle_survey_is_a_simple_random_sample_of_the_same_population(tmp_path) -> None:
+    """Same truth as the biased survey (the world does not depend on n_sample), n_sample
+    respondents, each with all their answers (2 ratings per prompt item, pairwise on half)."""
+    from pathlib import Path
+
+    from valign_ray.config import load_config
+    from valign_ray.eval.representation import synthetic_spec, write_oracle_survey
+    from valign_ray.survey.margins import load_margins
+    from valign_ray.survey.synthetic import generate_synthetic
+
+    repo = Path(__file__).resolve().parents[1]
+    sets = [
+        "survey.synthetic.n_population=1500",
+        "survey.synthetic.n_sample=120",
+        f"weighting.margins={repo / 'data/margins/nz_2023.csv'}",
+    ]
+    cfg = load_config(repo / "configs/representation.yaml", sets)
+    paths, everyone = write_oracle_survey(cfg, tmp_path)
+    biased = generate_synthetic(
+        synthetic_spec(cfg), load_margins(cfg.weighting.margins), cfg.weighting.variables
+    )
+    assert everyone.truth.equals(biased.truth)
+    assert everyone.respondents.height == 1500
+    respondents = pl.read_csv(paths["respondents"])
+    answers = pl.read_csv(paths["answers"])
+    assert respondents.height == 120 and respondents["respondent_id"].n_unique() == 120
+    assert set(answers["respondent_id"].unique().to_list()) == set(respondents["respondent_id"])
+    n_items = 3 * 6  # representation.yaml: 3 dimensions x 6 prompt items
+    assert answers.height == 120 * (2 * n_items + n_items // 2)

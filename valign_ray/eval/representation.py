@@ -424,8 +424,10 @@ def write_oracle_survey(cfg: Any, out_dir: str | Path, *, seed: int = 0) -> tupl
 def variant_overrides(cfg: Any) -> dict[str, list[str]]:
     """Config overrides of each trained variant (``base`` is the untrained model).
 
-    ``kto_oracle`` trains unweighted on a simple random sample (its survey files are added by
-    the caller, :func:`write_oracle_survey`): equal weights are that design's weights.
+    ``*_oracle`` train unweighted on a simple random sample (its survey files are added by the
+    caller, :func:`write_oracle_survey`): equal weights are that design's weights. ``dpo_hard``
+    is the weighted DPO run; ``dpo_unweighted``/``dpo_oracle`` repeat the KTO comparison with
+    DPO, whose optimum is calibrated to the (weighted) share, unlike KTO's.
     ``dpo_soft`` aggregates to one soft-labelled row per prompt item, so one global batch holds
     all items and it takes many short epochs instead of a few long ones.
     """
@@ -435,7 +437,9 @@ def variant_overrides(cfg: Any) -> dict[str, list[str]]:
         "kto_unweighted": ["weighting.enabled=false"],
         "kto_weighted": ["weighting.enabled=true"],
         "kto_oracle": ["weighting.enabled=false"],
+        "dpo_unweighted": ["loss.name=dpo", "weighting.enabled=false"],
         "dpo_hard": ["loss.name=dpo"],
+        "dpo_oracle": ["loss.name=dpo", "weighting.enabled=false"],
         "dpo_soft": [
             "loss.name=dpo",
             "loss.soft_labels=true",
