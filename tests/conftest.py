@@ -22,7 +22,7 @@ def ray_session():
     from valign_ray.config import RayConfig
     from valign_ray.distributed.session import init_ray
 
-    init_ray(RayConfig(num_cpus=3))
+    init_ray(RayConfig(address="local", num_cpus=3))
     import ray
 
     yield ray

@@ -151,7 +151,7 @@ class WandbConfig:
 
 @dataclass(frozen=True)
 class RayConfig:
-    address: str | None = None  # null: start an embedded local Ray
+    address: str | None = None  # null: join RAY_ADDRESS or start a local Ray; "local": always new
     num_cpus: int | None = None  # for the embedded Ray; null lets Ray count the cores
 
 

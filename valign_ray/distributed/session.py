@@ -22,7 +22,11 @@ def init_ray(cfg: RayConfig) -> None:
 
     if ray.is_initialized():
         return
-    joining = cfg.address is not None or "RAY_ADDRESS" in os.environ
+    # address "local" always starts a fresh embedded Ray (tests use it), even beside a running
+    # cluster that a bare ray.init() would join.
+    joining = cfg.address not in (None, "local") or (
+        cfg.address is None and "RAY_ADDRESS" in os.environ
+    )
     kwargs: dict = {"runtime_env": {"env_vars": WORKER_ENV}, "log_to_driver": True}
     if not joining and cfg.num_cpus is not None:
         kwargs["num_cpus"] = cfg.num_cpus
