@@ -26,6 +26,7 @@ import yaml  # noqa: E402
 from valign_ray.config import load_config  # noqa: E402
 from valign_ray.config_loader import to_dict  # noqa: E402
 from valign_ray.eval import representation as rep  # noqa: E402
+from valign_ray.eval import representation_runs as runs  # noqa: E402
 from valign_ray.pipeline import run_pipeline  # noqa: E402
 from valign_ray.survey.margins import load_margins  # noqa: E402
 from valign_ray.survey.synthetic import generate_synthetic  # noqa: E402
@@ -95,10 +96,10 @@ def main() -> None:
     base = load_config(args.config, args.set)
     exp = Path(args.output_dir) if args.output_dir else base.run_dir
     common = [*args.set, f"output_dir={exp}"]
-    paths, everyone = rep.write_oracle_survey(base, exp / "oracle_survey", seed=0)
+    paths, everyone = runs.write_oracle_survey(base, exp / "oracle_survey", seed=0)
     oracle = ["survey.source=files"] + [f"survey.files.{k}={v}" for k, v in paths.items()]
     cfgs = {}
-    for name, extra in rep.variant_overrides(base).items():
+    for name, extra in runs.variant_overrides(base).items():
         cfg = load_config(
             args.config,
             [*common, f"name={name}", *extra] + (oracle if name.endswith("_oracle") else []),
@@ -109,7 +110,7 @@ def main() -> None:
     # The biased survey again (deterministic by seed): its flips and tables; the run's written
     # truth and the oracle's population truth must both be this one.
     biased = generate_synthetic(
-        rep.synthetic_spec(base),
+        runs.synthetic_spec(base),
         load_margins(base.weighting.margins),
         variables=base.weighting.variables,
     )
@@ -124,7 +125,7 @@ def main() -> None:
         hashlib.sha256((run[n] / "base_model" / "model.safetensors").read_bytes()).hexdigest()
         for n in run
     }
-    prefs = rep.score_models(
+    prefs = runs.score_models(
         models,
         biased.items,
         biased.candidates,
@@ -178,7 +179,7 @@ def main() -> None:
     for n, d in data.items():
         wide = wide.join(d.select("item_id", pl.col("p_data").alias(f"data_{n}")), on="item_id")
     wide.write_csv(exp / "per_item_implicit.csv", float_precision=4)
-    md = [rep.results_markdown(results[f], title=f"{f} ({c})") for f, c in FORMS.items()]
+    md = [runs.results_markdown(results[f], title=f"{f} ({c})") for f, c in FORMS.items()]
     lines = ["### paired differences (bootstrap over the same items)", ""]
     for form, d in diffs.items():
         lines += [

@@ -232,7 +232,7 @@ def test_pole_pairs_reject_bad_tables() -> None:
 def test_smoke_run_end_to_end(smoke_run) -> None:
     """The real run's tables, base and aligned models and written truth fit together: the base
     model against itself has p_implicit = 1/2 on every item, hence majority agreement 1/2."""
-    from valign_ray.eval.representation import score_models
+    from valign_ray.eval.representation_runs import score_models
     from valign_ray.survey.instrument import load_instrument
 
     cfg, _ = smoke_run
@@ -297,7 +297,7 @@ def test_oracle_survey_is_a_simple_random_sample_of_the_same_population(tmp_path
     from pathlib import Path
 
     from valign_ray.config import load_config
-    from valign_ray.eval.representation import synthetic_spec, write_oracle_survey
+    from valign_ray.eval.representation_runs import synthetic_spec, write_oracle_survey
     from valign_ray.survey.margins import load_margins
     from valign_ray.survey.synthetic import generate_synthetic
 

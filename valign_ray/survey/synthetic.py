@@ -33,10 +33,8 @@ truth is known by construction. The model of the world (all draws from one seede
 
 Respondents' answers are their own simulated population answers, so ``truth`` (realised shares
 over the whole population, overall and per category) is the finite-population quantity a
-weighted estimate should hit. Texts come from templates: each dimension has topics and marker
-phrases per pole shared by all its items, so a tiny LM can learn the pole from the markers and
-generalise to held-out topics. Prompt ``"Question: Should <topic>?\\nAnswer:"``, response
-``" <marker>, because <reason>."``.
+weighted estimate should hit. The item texts (templates per dimension, ``DIMENSIONS``) live in
+:mod:`valign_ray.survey.synthetic_text`.
 """
 
 from __future__ import annotations
@@ -47,6 +45,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from valign_ray.survey.synthetic_text import (
+    DIMENSIONS,
+    DimensionText,
+    prompt_text,
+    response_texts,
+    statement_text,
+)
 from valign_ray.survey.tables import ANSWER_COLUMNS, CANDIDATE_COLUMNS, ITEM_COLUMNS
 
 LIKERT_OPTIONS = 5
@@ -58,99 +63,6 @@ _DTYPES = {"str": pl.Utf8, "i64": pl.Int64}
 _ITEM_SCHEMA = {k: _DTYPES[t] for k, t in ITEM_COLUMNS.items()}
 _CANDIDATE_SCHEMA = {k: _DTYPES[t] for k, t in CANDIDATE_COLUMNS.items()}
 _ANSWER_SCHEMA = {k: _DTYPES[t] for k, t in ANSWER_COLUMNS.items()}
-
-# One "key: phrase | phrase" per line; repeated keys append. Pole-positive first.
-_TEMPLATE_TEXT = """
-[environment_economy]
-topics: the council allow a new mine near the river | the government build more roads
-topics: farms be allowed to take more river water | the city build a second runway
-topics: the port be expanded into the harbour | new houses be built on farmland
-topics: fishing limits be raised | the region approve a new dairy farm
-topics: the town allow logging in the hills | the country drill for more gas
-positive_markers: Protect the native bush | Put nature first | Keep the rivers clean
-negative_markers: Keep costs low | Put jobs first | Grow the economy
-positive_reasons: the land must last for our grandchildren | wild places cannot be replaced
-positive_reasons: clean water matters more than profit
-negative_reasons: families need work and fair prices | people cannot afford more bills
-negative_reasons: growth pays for schools and hospitals
-statements: Protecting nature matters more than economic growth
-statements: We should pay higher prices to keep the rivers clean
-statements: The native bush must be protected even if it costs jobs
-[community_individual]
-topics: neighbours share the cost of a new playground | the town run a shared garden
-topics: people pay more tax for public transport | schools teach volunteering
-topics: the council fund a community hall | everyone help clean the local beach
-topics: rates pay for free swimming pools | the city buy land for a public park
-topics: drivers give up parking for a bike lane | the street hold a yearly party
-positive_markers: Work together as a community | Look after each other | Share the load fairly
-negative_markers: Let each person decide | Respect personal freedom | Keep it a private choice
-positive_reasons: strong towns are built by neighbours | nobody should be left behind
-positive_reasons: we all gain when we pitch in
-negative_reasons: people know their own lives best | forced help breeds resentment
-negative_reasons: freedom matters more than rules
-statements: People should put the needs of the community before their own
-statements: Neighbours have a duty to help each other
-statements: Sharing costs fairly matters more than personal choice
-[tradition_change]
-topics: the town keep its old name | schools keep the old exam system
-topics: the old town hall be saved | shops stay closed on Sundays
-topics: the rugby club keep its old rules | the main street keep its heritage look
-topics: the council keep the Christmas parade | the school keep its uniform
-topics: the old railway be restored | the war memorial stay in the square
-positive_markers: Keep our traditions | Honour the old ways | Stay with what works
-negative_markers: Embrace change | Try something new | Move with the times
-positive_reasons: history gives us roots | old customs hold us together
-positive_reasons: proven ways deserve respect
-negative_reasons: the world keeps moving on | young people need a say
-negative_reasons: fresh ideas solve old problems
-statements: Traditions should be kept even when times change
-statements: The old ways are usually the best ways
-statements: Our heritage matters more than new ideas
-[safety_liberty]
-topics: the town put cameras on every street | the speed limit be lowered
-topics: police get more powers to search cars | fireworks be banned for the public
-topics: swimming be banned at the river mouth | bars close at midnight
-topics: helmets be required on every bike path | the park close after dark
-topics: dogs be kept on a lead everywhere | the council ban fires on the beach
-positive_markers: Put safety first | Protect people from harm | Better safe than sorry
-negative_markers: Keep people free | Trust people to choose | Avoid needless rules
-positive_reasons: one injury is one too many | the rules keep children safe
-positive_reasons: prevention beats cleaning up
-negative_reasons: adults can manage their own risks | too many rules smother life
-negative_reasons: free people take care of themselves
-statements: Public safety matters more than personal freedom
-statements: More rules are worth it if they prevent harm
-statements: The government should protect people from risky choices
-"""
-
-
-@dataclass(frozen=True)
-class DimensionText:
-    """Templates of one value dimension: ``positive`` pole vs ``negative`` pole."""
-
-    name: str
-    topics: tuple[str, ...]
-    positive_markers: tuple[str, ...]
-    negative_markers: tuple[str, ...]
-    positive_reasons: tuple[str, ...]
-    negative_reasons: tuple[str, ...]
-    statements: tuple[str, ...]  # pole-positive value sentences, without the full stop
-
-
-def _parse_templates(text: str) -> tuple[DimensionText, ...]:
-    blocks: list[dict[str, list[str]]] = []
-    for line in filter(None, map(str.strip, text.splitlines())):
-        if line.startswith("["):
-            blocks.append({"name": [line.strip("[]")]})
-        else:
-            key, phrases = line.split(":", 1)
-            blocks[-1].setdefault(key, []).extend(p.strip() for p in phrases.split("|"))
-    return tuple(
-        DimensionText(name=b.pop("name")[0], **{k: tuple(v) for k, v in b.items()}) for b in blocks
-    )
-
-
-DIMENSIONS = _parse_templates(_TEMPLATE_TEXT)
 
 
 def _default_oversample() -> Margins:
@@ -442,12 +354,8 @@ def _prompt_tables(
     for d, dim in enumerate(dims):
         for i in range(spec.items_per_dimension):
             item_id = f"{dim.name}_p{i:02d}"
-            m, r = i % 3, (i + i // 3) % 3  # rotate markers and reasons out of step
-            pos = f" {dim.positive_markers[m]}, because {dim.positive_reasons[r]}."
-            neg = f" {dim.negative_markers[m]}, because {dim.negative_reasons[r]}."
-            item_rows.append(
-                (item_id, "prompt", f"Question: Should {dim.topics[i]}?\nAnswer:", dim.name, 0)
-            )
+            pos, neg = response_texts(dim, i)
+            item_rows.append((item_id, "prompt", prompt_text(dim, i), dim.name, 0))
             ids = [f"{item_id}_r1", f"{item_id}_r2"]
             if rng.random() < 0.5:
                 ids.reverse()
@@ -464,7 +372,7 @@ def _statement_table(
     dims: Sequence[DimensionText], spec: SyntheticSpec
 ) -> tuple[pl.DataFrame, np.ndarray]:
     rows = [
-        (f"{dim.name}_s{j}", "statement", f"{dim.statements[j]}.", dim.name, LIKERT_OPTIONS)
+        (f"{dim.name}_s{j}", "statement", statement_text(dim, j), dim.name, LIKERT_OPTIONS)
         for dim in dims
         for j in range(spec.statements_per_dimension)
     ]

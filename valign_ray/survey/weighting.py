@@ -20,35 +20,26 @@ import numpy as np
 import polars as pl
 
 from valign_ray.survey.margins import SUM_TOLERANCE, Margins, check_margins
+from valign_ray.survey.weighting_report import (
+    WeightingDiagnostics,
+    diagnostics_to_dict,
+    format_diagnostics,
+    margin_rows,
+)
 
 WEIGHT_COLUMN = "weight"
-
-
-@dataclass(frozen=True)
-class WeightingDiagnostics:
-    """What a weighting run did, without respondent-level data.
-
-    ``margins`` has one row per (variable, category): ``n`` respondents, ``sample_share``
-    (unweighted), ``base_share`` (weighted by the base weights, i.e. before), ``weighted_share``
-    (after) and ``target``. ``max_margin_error`` is max |weighted share - target| over those rows
-    (for post-stratification: over the joint cells). ``cap_binding`` is True when trimming could
-    not meet the cap and the margins both: the cap then holds and the margins only approximately.
-    """
-
-    method: str
-    n: int
-    ess: float
-    deff: float
-    weight_min: float
-    weight_max: float
-    weight_mean: float
-    weight_cv: float
-    iterations: int
-    converged: bool
-    max_margin_error: float
-    trim_max: float | None
-    cap_binding: bool
-    margins: pl.DataFrame
+# the report names live in weighting_report; importers of this module keep finding them here
+__all__ = [
+    "WEIGHT_COLUMN",
+    "WeightingDiagnostics",
+    "WeightingResult",
+    "design_effect",
+    "diagnostics_to_dict",
+    "format_diagnostics",
+    "kish_ess",
+    "poststratify",
+    "rake_to_margins",
+]
 
 
 @dataclass(frozen=True)
@@ -151,7 +142,7 @@ def rake_to_margins(
         else:
             cap_binding = bool(w.max() > trim_max * (1 + 1e-12))
             w = _cap(w, trim_max) if cap_binding else np.minimum(w, trim_max)
-    rows, error = _margin_rows(variables, categories, cell, cell_codes, base, w, targets)
+    rows, error = margin_rows(variables, categories, cell, cell_codes, base, w, targets)
     diag = _diagnostics("raking", w, rows, iterations, error <= tol, error, trim_max, cap_binding)
     return WeightingResult(respondents.with_columns(pl.Series(WEIGHT_COLUMN, w)), diag)
 
@@ -211,50 +202,10 @@ def poststratify(
     targets = [
         np.bincount(c, weights=share, minlength=s) for c, s in zip(joint_codes, sizes, strict=True)
     ]
-    rows, _ = _margin_rows(variables, categories, pos, joint_codes, base, w, targets)
+    rows, _ = margin_rows(variables, categories, pos, joint_codes, base, w, targets)
     error = float(cell_error.max())
     diag = _diagnostics("poststratification", w, rows, 0, True, error, None, False)
     return WeightingResult(respondents.with_columns(pl.Series(WEIGHT_COLUMN, w)), diag)
-
-
-def format_diagnostics(diag: WeightingDiagnostics) -> str:
-    """A fixed-width, terminal-readable summary: weight statistics then one row per margin."""
-    trim = ""
-    if diag.trim_max is not None:
-        state = "binding: margins approximate" if diag.cap_binding else "met with margins"
-        trim = f"  trim cap {diag.trim_max:g} x mean ({state})"
-    lines = [
-        f"weighting by {diag.method}: n={diag.n}  ESS={diag.ess:.1f}  deff={diag.deff:.3f}",
-        f"weights: min {diag.weight_min:.4f}  max {diag.weight_max:.4f}  "
-        f"mean {diag.weight_mean:.4f}  cv {diag.weight_cv:.4f}",
-        f"iterations {diag.iterations}  converged {'yes' if diag.converged else 'NO'}  "
-        f"max margin error {diag.max_margin_error:.2e}{trim}",
-    ]
-    table = diag.margins
-    wv = max(8, *(len(s) for s in table["variable"]))
-    wc = max(8, *(len(s) for s in table["category"]))
-    head = ("n", "sample", "base", "weighted", "target")
-    lines.append(f"{'variable':<{wv}}  {'category':<{wc}}" + "".join(f"{h:>10}" for h in head))
-    for r in table.iter_rows(named=True):
-        nums = (r["sample_share"], r["base_share"], r["weighted_share"], r["target"])
-        lines.append(
-            f"{r['variable']:<{wv}}  {r['category']:<{wc}}{r['n']:>10d}"
-            + "".join(f"{x:>10.4f}" for x in nums)
-        )
-    return "\n".join(lines)
-
-
-def diagnostics_to_dict(diag: WeightingDiagnostics) -> dict:
-    """JSON-serialisable diagnostics (plain floats/ints/str; margins as a list of row dicts)."""
-    out = {
-        k: getattr(diag, k)
-        for k in ("method", "n", "iterations", "converged", "trim_max", "cap_binding")
-    }
-    for k in ("ess", "deff", "weight_min", "weight_max", "weight_mean", "weight_cv"):
-        out[k] = float(getattr(diag, k))
-    out["max_margin_error"] = float(diag.max_margin_error)
-    out["margins"] = diag.margins.to_dicts()
-    return out
 
 
 class _Fit:
@@ -392,24 +343,6 @@ def _cap(w: np.ndarray, cap: float) -> np.ndarray:
         if not over.any():
             return np.where(capped, cap, w * scale)
         capped |= over
-
-
-def _margin_rows(variables, categories, cell, cell_codes, base, w, targets):
-    """The per-(variable, category) diagnostics table, from cell totals, and its max error."""
-    size = len(cell_codes[0])
-    per_cell = [np.bincount(cell, weights=x, minlength=size) for x in (None, base, w)]
-    rows, error = [], 0.0
-    for v, code, target in zip(variables, cell_codes, targets, strict=True):
-        n_k, b_k, w_k = (np.bincount(code, weights=x, minlength=len(target)) for x in per_cell)
-        n_k, b_k, w_k = n_k.astype(np.int64), b_k / b_k.sum(), w_k / w_k.sum()
-        error = max(error, float(np.abs(w_k - target).max()))
-        for k, category in enumerate(categories[v]):
-            rows.append((v, category, int(n_k[k]), n_k[k] / len(cell), b_k[k], w_k[k], target[k]))
-    shares = ("sample_share", "base_share", "weighted_share", "target")
-    schema = {"variable": pl.Utf8, "category": pl.Utf8, "n": pl.Int64} | dict.fromkeys(
-        shares, pl.Float64
-    )
-    return pl.DataFrame(rows, schema=schema, orient="row"), error
 
 
 def _diagnostics(method, w, rows, iterations, converged, error, trim_max, cap_binding):
