@@ -60,3 +60,23 @@ def test_unknown_statement_is_an_error() -> None:
     bad = ANSWERS.with_columns(pl.lit("s9").alias("item_id"))
     with pytest.raises(ValueError, match="unknown items or respondents"):
         build_likert_kto_rows(bad, ITEMS, RESPONDENTS, group_column="group", options=POLIS_OPTIONS)
+
+
+def test_kl_completions_are_reassigned_over_the_whole_frame() -> None:
+    """Sorted Likert rows would always pair with the first option of the next statement; the
+    seeded reassignment spreads the KL completions over both options, and is deterministic."""
+    from valign_ray.data.builders import assign_kl_completions
+
+    many = pl.concat(
+        [ANSWERS.with_columns(pl.lit(f"r{i}").alias("respondent_id")) for i in range(20)]
+    )
+    resp = pl.DataFrame(
+        {"respondent_id": [f"r{i}" for i in range(20)], "group": ["0"] * 20, "weight": [1.0] * 20}
+    )
+    rows = build_likert_kto_rows(many, ITEMS, resp, group_column="group", options=POLIS_OPTIONS)
+    assert rows["kl_completion"].n_unique() == 1  # the degenerate pairing before reassignment
+    a, b = assign_kl_completions(rows, seed=0), assign_kl_completions(rows, seed=0)
+    assert a.equals(b)
+    assert set(a["kl_completion"]) == {" agree", " disagree"}
+    # Nothing but the KL completions changes.
+    assert a.drop("kl_completion").equals(rows.drop("kl_completion"))

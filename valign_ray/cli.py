@@ -12,13 +12,13 @@ from valign_ray.config_loader import ConfigError
 
 STAGES = {  # subcommand -> pipeline stages (None: all)
     "run": None,
-    "train": None,
+    "train": ["survey", "weights", "constitution", "datasets", "model", "reference", "train"],
     "prepare": ["survey", "weights", "constitution", "datasets"],
 }
 HELP = {
     "run": "every stage: survey, weights, constitution, datasets, model, reference, train, "
     "eval, report",
-    "train": "the same pipeline (the entry of experiments/train.py)",
+    "train": "every stage up to and including training (no evaluation or report)",
     "prepare": "survey ingestion, weighting, the constitution and the training datasets",
     "sweep": "a Ray Tune sweep of the loss hyper-parameters (configs/sweep_*.yaml)",
     "report": "report.md and report.html for a run directory",

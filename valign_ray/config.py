@@ -59,7 +59,7 @@ class WeightingConfig:
 @dataclass(frozen=True)
 class DataConfig:
     holdout_respondents: float = 0.25  # share of respondents held out for evaluation
-    holdout_items: float = 0.0  # share of prompt items held out (generalisation)
+    holdout_items: float = 0.0  # share of items kept out of training (answers_heldout_items)
     split_seed: int = 0
     max_length: int = 96  # tokens per prompt + completion
     group_column: str = "age_band"  # respondent group recorded on each training row

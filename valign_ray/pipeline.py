@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 import yaml
 
-from valign_ray.config import PipelineConfig
+from valign_ray.config import PipelineConfig, public_config_dict
 from valign_ray.config_loader import to_dict
 
 
@@ -224,9 +224,8 @@ def stage_datasets(state: RunState) -> None:
             group_column=cfg.data.group_column,
             options=_likert_options(cfg),
         )
-        rows = rows.sort(rows.columns).with_row_index("row_idx")
-        (out / name).mkdir(parents=True, exist_ok=True)
-        rows.write_parquet(out / name / "rows.parquet")
+        rows = builders.assign_kl_completions(rows.sort(rows.columns), seed=cfg.data.split_seed)
+        rows = rows.with_row_index("row_idx")
     elif name == "sft":  # an aggregate over respondents: one polars pass, not per batch
         rows = builders.build_sft_rows(splits["train"], **lookups).sort("item_id")
         rows = rows.with_row_index("row_idx").with_columns(pl.lit("all").alias("group"))
@@ -239,8 +238,12 @@ def stage_datasets(state: RunState) -> None:
             whole_respondents=name == "dpo",
             **lookups,
         )
+        if name == "kto":
+            rows = builders.assign_kl_completions(rows, seed=cfg.data.split_seed)
         if name == "dpo" and cfg.loss.soft_labels:
             rows = builders.aggregate_pairs(rows.drop("row_idx")).with_row_index("row_idx")
+    (out / name).mkdir(parents=True, exist_ok=True)
+    rows.write_parquet(out / name / "rows.parquet")  # exactly the rows training sees
     card = dataset_card(rows, f"{name}-train", label_column="label" if name == "kto" else None)
     write_card(card, out / name)
     t["train_rows"], t["heldout_answers"] = rows, splits["heldout_respondents"]
@@ -295,24 +298,28 @@ def stage_reference(state: RunState) -> None:
     if not REFERENCE_COLUMNS[cfg.loss.name]:
         state.summary["reference"] = {"cache": "not needed"}
         return
+    # Keyed on the texts scored, not on weights or groups: weighted and unweighted runs share it.
+    texts = sorted({c for cols in REFERENCE_COLUMNS[cfg.loss.name] for c in cols[:2]})
     key = cache_key(
         model_fingerprint(state.model_path),
-        frame_fingerprint(rows),
+        frame_fingerprint(rows.select(texts)),
         cfg.loss.name,
         cfg.data.max_length,
     )
     path = cache_path(Path(cfg.output_dir) / ".cache" / "reference", key)
     hit = path.exists()
+    ref_cols = [c for _, _, c in REFERENCE_COLUMNS[cfg.loss.name]]
     if hit:
         scored = pl.read_parquet(path)
     else:
         scored = score_reference_ray(
             rows, str(state.model_path), cfg.loss.name, max_length=cfg.data.max_length
-        )
+        ).select(ref_cols)
         path.parent.mkdir(parents=True, exist_ok=True)
         scored.write_parquet(path)
     print(f"reference cache {'hit' if hit else 'miss (computed)'}: {path.name}", flush=True)
-    state.tables["train_rows"] = scored
+    # Same texts in the same order (the key says so): the cached columns line up row by row.
+    state.tables["train_rows"] = rows.hstack(scored)
     state.summary["reference"] = {"cache": "hit" if hit else "miss", "key": key}
 
 
@@ -332,8 +339,11 @@ def stage_train(state: RunState) -> None:
     )
     # Same config and data -> same name -> Ray Train resumes an interrupted run from its latest
     # checkpoint; anything different starts afresh beside it.
+    # Keys that only steer how a run is supervised may change between a run and its resume.
+    steering = {"max_failures", "report_every", "checkpoint_every"}
+    train_keys = {k: v for k, v in to_dict(cfg.train).items() if k not in steering}
     fingerprint = hashlib.sha256(
-        json.dumps([to_dict(cfg.train), to_dict(cfg.loss), to_dict(cfg.model)]).encode()
+        json.dumps([train_keys, to_dict(cfg.loss), to_dict(cfg.model)]).encode()
         + frame_fingerprint(rows).encode()
         + str(state.model_path.resolve()).encode()
     ).hexdigest()[:10]
@@ -402,7 +412,8 @@ def run_pipeline(cfg: PipelineConfig, *, stages: list[str] | None = None) -> dic
     """Run the stages (all by default) under ``cfg.run_dir``; write and return the summary."""
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    # Without the salt: the run directory sits next to pseudonymised ids (config.py).
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(public_config_dict(cfg), sort_keys=False))
     state = RunState(cfg=cfg, run_dir=run_dir)
     t0 = time.perf_counter()
     for name, fn in STAGES:

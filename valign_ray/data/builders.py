@@ -41,7 +41,9 @@ def _respondent_lookup(respondents: pl.DataFrame, group_column: str) -> pl.DataF
     return respondents.select(
         "respondent_id",
         weight.cast(pl.Float64).alias("weight"),
-        pl.col(group_column).cast(pl.String).alias("group"),
+        # Respondents outside every group (e.g. Polis participants the clustering left out)
+        # still train; they are reported as one more group.
+        pl.col(group_column).cast(pl.String).fill_null("ungrouped").alias("group"),
     )
 
 
@@ -106,6 +108,20 @@ def mismatched_completions(prompts_item: pl.Series, completions: pl.Series) -> p
     wraps = target == n
     target[wraps] = 0 if items[0] != items[-1] else run_end[0]
     return completions.gather(target).cast(pl.String).rename("kl_completion")
+
+
+def assign_kl_completions(rows: pl.DataFrame, seed: int) -> pl.DataFrame:
+    """Re-pair every row with a completion of another prompt, over the whole frame, in a seeded
+    random order: independent of how Ray Data cut the batches, and not biased to whichever
+    completion happens to sort first (Likert rows share their option texts)."""
+    if rows.height == 0:
+        return rows
+    order = np.random.default_rng(seed).permutation(rows.height)
+    shuffled = rows[order.tolist()]
+    kl = mismatched_completions(shuffled["item_id"], shuffled["completion"]).to_numpy()
+    out = np.empty(rows.height, dtype=object)
+    out[order] = kl
+    return rows.with_columns(pl.Series("kl_completion", out.tolist(), dtype=pl.String))
 
 
 def build_kto_rows(

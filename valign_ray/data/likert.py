@@ -41,7 +41,9 @@ def build_likert_kto_rows(
     kept, _ = likert_answers(answers, options)
     weight = pl.col("weight") if "weight" in respondents.columns else pl.lit(1.0)
     lookup = respondents.select(
-        "respondent_id", weight.alias("weight"), pl.col(group_column).cast(pl.String).alias("group")
+        "respondent_id",
+        weight.alias("weight"),
+        pl.col(group_column).cast(pl.String).fill_null("ungrouped").alias("group"),
     )
     texts = items.select(
         "item_id",

@@ -6,6 +6,8 @@ a respondent's (or item's) answers land on one side whichever batch or worker se
 
 from __future__ import annotations
 
+import hashlib
+
 import polars as pl
 
 
@@ -13,9 +15,14 @@ def holdout_mask(ids: pl.Series, share: float, seed: int) -> pl.Series:
     """Boolean Series: True where the id is held out (about ``share`` of distinct ids)."""
     if not 0.0 <= share < 1.0:
         raise ValueError(f"held-out share must be in [0, 1), got {share}")
-    h = ids.cast(pl.String).hash(seed=seed)
-    # hash is uniform on u64; compare its top 32 bits to avoid float rounding of large ints.
-    return ((h // 2**32).cast(pl.Float64) / 2**32) < share
+    # sha256 rather than polars' hash, which is only stable within one polars version: an
+    # upgrade must not move respondents across the split.
+    unique = ids.cast(pl.String).unique()
+    position = {
+        u: int.from_bytes(hashlib.sha256(f"{seed}:{u}".encode()).digest()[:4], "big") / 2**32
+        for u in unique.to_list()
+    }
+    return ids.cast(pl.String).replace_strict(position, return_dtype=pl.Float64) < share
 
 
 def split_respondents_items(

@@ -89,6 +89,10 @@ def _validate(sweep: SweepConfig, pipeline: PipelineConfig) -> None:
         raise ConfigError("sweep.space: empty; name at least one key, e.g. loss.beta")
     if pipeline.loss.name == "sft":
         raise ConfigError("pipeline.loss.name: sft has no beta or lambdas to sweep; use kto or dpo")
+    if pipeline.data.answers != "ratings":
+        raise ConfigError(
+            "pipeline.data.answers: sweeps evaluate held-out rating pairs; use ratings"
+        )
     if sweep.num_samples < 1 or sweep.max_concurrent_trials < 1:
         raise ConfigError("sweep.num_samples and sweep.max_concurrent_trials must be >= 1")
     for key, space in sweep.space.items():
@@ -226,7 +230,9 @@ def _prepare(cfg: PipelineConfig) -> tuple[pl.DataFrame, pl.DataFrame, Path]:
 
     summary = run_pipeline(cfg, stages=["survey", "weights", "datasets", "model", "reference"])
     ref = cache_path(Path(cfg.output_dir) / ".cache" / "reference", summary["reference"]["key"])
-    rows = pl.read_parquet(ref)
+    # The cache holds only the reference columns, row-aligned with the training rows.
+    rows = pl.read_parquet(cfg.run_dir / "datasets" / cfg.loss.name / "rows.parquet")
+    rows = rows.hstack(pl.read_parquet(ref))
     eval_pairs = pl.read_parquet(cfg.run_dir / "datasets" / "eval_pairs.parquet")
     return rows, eval_pairs, Path(summary["model"]["path"]).resolve()
 

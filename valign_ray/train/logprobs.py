@@ -83,6 +83,8 @@ def completion_logps(
 
     Sums (not means) are what KTO and DPO use; divide by the count for a length-normalised score.
     """
+    device = next(model.parameters()).device  # GPU training and inference: move the batch
+    batch = {k: v.to(device) for k, v in batch.items()}
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     per_token = token_logps(logits, batch["input_ids"])
     mask = batch["completion_mask"][:, 1:].to(per_token.dtype)

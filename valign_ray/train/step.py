@@ -131,6 +131,6 @@ def micro_step(
     else:
         raise ValueError(f"unknown loss {params.name!r}; valid: kto, dpo, sft")
     metrics = dict(metrics)
-    metrics["tokens"] = torch.tensor(float(real))
-    metrics["padded_tokens"] = torch.tensor(float(padded))
+    metrics["tokens"] = loss.new_tensor(float(real))
+    metrics["padded_tokens"] = loss.new_tensor(float(padded))
     return loss, metrics

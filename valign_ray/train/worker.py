@@ -56,12 +56,18 @@ def resolve_loss_params(cfg: PipelineConfig, rows: pl.DataFrame) -> LossParams:
 
     loss = cfg.loss
     lambda_d, lambda_u = loss.lambda_d, loss.lambda_u
-    if loss.name == "kto" and "auto" in (lambda_d, lambda_u):
+    if "auto" in (lambda_d, lambda_u):
+        if loss.name != "kto":
+            raise ValueError("loss.lambda_d / lambda_u = auto applies to loss.name=kto only")
         w = rows["weight"] if cfg.train.weighted else pl.Series([1.0] * rows.height)
         lab = rows["label"]
-        lambda_d, lambda_u = kto_auto_lambdas(
-            float(w.filter(lab).sum()), float(w.filter(~lab).sum())
-        )
+        w_d, w_u = float(w.filter(lab).sum()), float(w.filter(~lab).sum())
+        if lambda_d == "auto" and lambda_u == "auto":
+            lambda_d, lambda_u = kto_auto_lambdas(w_d, w_u)
+        elif lambda_d == "auto":  # keep the given side; balance lambda_d W_d = lambda_u W_u
+            lambda_d = float(lambda_u) * w_u / w_d
+        else:
+            lambda_u = float(lambda_d) * w_d / w_u
     return LossParams(
         name=loss.name,
         beta=loss.beta,
@@ -76,7 +82,14 @@ def resolve_loss_params(cfg: PipelineConfig, rows: pl.DataFrame) -> LossParams:
 def _rng_state() -> dict[str, Any]:
     import torch
 
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "py": random.getstate()}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "py": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
@@ -85,10 +98,12 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["py"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _rows_as_tensors(
-    rows: pl.DataFrame, idx: np.ndarray, weighted: bool, groups: list[str]
+    rows: pl.DataFrame, idx: np.ndarray, weighted: bool, groups: list[str], device: Any
 ) -> dict[str, Any]:
     import torch
 
@@ -110,7 +125,7 @@ def _rows_as_tensors(
     for col in ("share", "ref_logp", "ref_kl_logp", "ref_chosen_logp", "ref_rejected_logp"):
         if col in part.columns:
             out[col] = torch.tensor(part[col].to_numpy(), dtype=torch.float32)
-    return out
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in out.items()}
 
 
 def _load_model_for_training(job: TrainJob, ds_config: dict[str, Any]) -> Any:
@@ -148,7 +163,9 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
     Returns the last step's metrics. Checkpoints (DeepSpeed shards, per-rank RNG, step) go
     through ``ctx.report``; the final report carries the Hugging Face export in ``hf_model/``.
     """
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    # Decided here, before DeepSpeed picks its accelerator: the CPU default of the Ray workers'
+    # environment must not keep a GPU run on the CPU.
+    os.environ["DS_ACCELERATOR"] = "cuda" if job.config.train.use_gpu else "cpu"
     import deepspeed
     import torch
 
@@ -189,6 +206,7 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
     )
+    engine.train()  # from_pretrained leaves the model in eval mode (dropout off)
     start_step = 0
     resume = ctx.latest_checkpoint()
     if resume is not None:
@@ -196,6 +214,8 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
         start_step = json.loads((resume / "state.json").read_text())["step"]
         _set_rng_state(torch.load(resume / f"rng_rank{ctx.rank}.pt", weights_only=False))
     wandb_run = _start_wandb(job, ctx, params, plan)
+    if job.metrics_path and ctx.rank == 0 and resume is None:
+        Path(job.metrics_path).write_text("")  # a fresh run: no lines of an earlier one
     if ctx.rank == 0:
         print(
             f"[train] {cfg.loss.name}: {rows.height} rows, {plan.total_steps} steps of "
@@ -221,7 +241,7 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
             batch_enc = {k: [v[i] for i in idx] for k, v in enc.items()}
             loss, metrics = micro_step(
                 engine,
-                _rows_as_tensors(rows, idx, tcfg.weighted, groups),
+                _rows_as_tensors(rows, idx, tcfg.weighted, groups, engine.device),
                 batch_enc,
                 params,
                 ctx,
@@ -260,7 +280,7 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
             _save_checkpoint(
                 engine, ctx, step + 1, last, export=final, tokenizer=tokenizer, job=job
             )
-        elif (step + 1) % tcfg.report_every == 0:
+        elif tcfg.report_every and (step + 1) % tcfg.report_every == 0:
             ctx.report(last)
     if wandb_run is not None:
         wandb_run.finish()
@@ -274,8 +294,9 @@ def _reduce_metrics(ctx: TrainContext, sums: dict[str, Any], grad_accum: int) ->
     import torch
 
     keys = sorted(sums)
-    values = torch.stack([torch.as_tensor(sums[k][0]).float() for k in keys])
-    present = torch.stack([torch.as_tensor(sums[k][1]).float() for k in keys])
+    device = next(v for v in sums.values() if isinstance(v[0], torch.Tensor))[0].device
+    values = torch.stack([torch.as_tensor(sums[k][0], device=device).float() for k in keys])
+    present = torch.stack([torch.as_tensor(sums[k][1], device=device).float() for k in keys])
     total = ctx.all_reduce_sum(torch.cat([values, present]))
     n = len(keys)
     out = {}
