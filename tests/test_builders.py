@@ -41,16 +41,9 @@ from valign_ray.data.builders import (
     mismatched_completions,
 )
 from valign_ray.data.cards import card_markdown, dataset_card, write_card
+from valign_ray.survey.tables import ANSWER_COLUMNS, polars_schema
 
-ANSWER_SCHEMA = {
-    "respondent_id": pl.String,
-    "item_id": pl.String,
-    "kind": pl.String,
-    "response_id": pl.String,
-    "response_b_id": pl.String,
-    "value": pl.Int64,
-    "free_text": pl.String,
-}
+ANSWER_SCHEMA = polars_schema(ANSWER_COLUMNS)
 TEXT = {"q1_a": "A1", "q1_b": "B1", "q2_a": "A2", "q2_b": "B2"}
 ITEM_OF_TEXT = {"A1": "q1", "B1": "q1", "A2": "q2", "B2": "q2"}
 

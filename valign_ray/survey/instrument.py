@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 import yaml
 
-from valign_ray.survey.tables import CANDIDATE_COLUMNS, ITEM_COLUMNS, ITEM_KINDS
+from valign_ray.survey.tables import CANDIDATE_COLUMNS, ITEM_COLUMNS, ITEM_KINDS, polars_schema
 
 # Answer kinds each item kind accepts (tables.py: prompts are rated or compared, statements
 # are answered on a Likert scale).
@@ -186,7 +186,7 @@ def save_instrument(inst: Instrument, path: str | Path) -> None:
 
 
 def _schema(columns: Mapping[str, str]) -> dict[str, type[pl.DataType]]:
-    return {c: pl.Int64 if t == "i64" else pl.String for c, t in columns.items()}
+    return polars_schema(dict(columns))
 
 
 def _parse(raw: Any) -> Instrument:

@@ -32,28 +32,21 @@ from typing import Any
 
 import polars as pl
 
+from valign_ray.survey.tables import (
+    ANSWER_COLUMNS,
+    CANDIDATE_COLUMNS,
+    ITEM_COLUMNS,
+    polars_schema,
+)
+
 COMMENTS_COLUMNS = ("comment-id", "moderated", "comment-body")
 PARTICIPANTS_COLUMNS = ("participant", "group-id")
 VOTES_COLUMNS = ("timestamp", "comment-id", "voter-id", "vote")
 POLIS_TO_LIKERT = {-1: 1, 0: 2, 1: 3}  # disagree, pass, agree on the 3-option Likert scale
 
-_ITEM_SCHEMA = {
-    "item_id": pl.String,
-    "kind": pl.String,
-    "text": pl.String,
-    "dimension": pl.String,
-    "n_options": pl.Int64,
-}
-_CANDIDATE_SCHEMA = {"item_id": pl.String, "response_id": pl.String, "text": pl.String}
-_ANSWER_SCHEMA = {
-    "respondent_id": pl.String,
-    "item_id": pl.String,
-    "kind": pl.String,
-    "response_id": pl.String,
-    "response_b_id": pl.String,
-    "value": pl.Int64,
-    "free_text": pl.String,
-}
+_ITEM_SCHEMA = polars_schema(ITEM_COLUMNS)
+_CANDIDATE_SCHEMA = polars_schema(CANDIDATE_COLUMNS)
+_ANSWER_SCHEMA = polars_schema(ANSWER_COLUMNS)
 
 
 @dataclass(frozen=True)

@@ -52,3 +52,10 @@ ANSWER_COLUMNS = {
     "value": "i64",
     "free_text": "str",
 }
+
+
+def polars_schema(columns: dict[str, str]) -> dict:
+    """The polars dtypes of one of the column maps above (``str`` -> String, ``i64`` -> Int64)."""
+    import polars as pl
+
+    return {c: pl.Int64 if t == "i64" else pl.String for c, t in columns.items()}
