@@ -3,7 +3,7 @@
     python experiments/benchmarks/bench_train_vs_trl.py [--steps 10] [--batch-size 8]
         [--max-length 192] [--threads 2] [--zero-stage 2] [--quick]
 
-One run prepares everything once (a ~25 M-parameter Qwen2 built from a config, with a BPE
+One run prepares everything once (a 21 M-parameter Qwen2 built from a config, with a BPE
 tokenizer trained on the texts; the rows), then trains each side in its own subprocess so both
 start from the same machine state: ours is ``valign_ray.train.worker.run_training`` with a
 ``LocalContext`` (torch.distributed gloo, world size 1, DeepSpeed), TRL is used as a user would
@@ -14,11 +14,13 @@ survey texts; prompts that alone fill ``max_length`` are left out for both sides
 KTO drops them.
 
 Ours scores the reference once (``score_reference``: the cache every later run and Tune trial
-reuses); that time is reported apart. TRL runs the reference model inside every step. Steps are
-timed in steady state (the first ``--warmup`` steps of each side are skipped): ours from its
-per-step metrics (``tokens / tokens_per_s``), TRL from the gaps between ``on_step_end`` calls
-(collate included on both sides). Tokens are the non-padding tokens of every sequence a step
-runs through the policy (KTO: completion + KL sequences; DPO: chosen + rejected).
+reuses); that time is reported apart. TRL runs the reference model inside every step. A step
+lasts from the end of the previous one to its own end (ours: where the loop reduces its metrics;
+TRL: ``on_step_end``), so collate and logging count on both sides; the first ``--warmup`` steps
+are left out and rates use the median step. Wall and the process's CPU time are both reported
+(CPU time is less disturbed by other processes on a shared machine). Tokens: the non-padding
+tokens of every sequence a step runs through the policy (KTO: completion + KL; DPO: chosen +
+rejected). ``--profile DIR`` writes a cProfile (CPU time) per side: ``python -m pstats DIR/x.prof``.
 
 TRL's own default ``gradient_checkpointing=True`` is turned off here, since our loop does not
 checkpoint activations; with it TRL would recompute each forward.
@@ -81,6 +83,7 @@ def prepare(work: Path, args: argparse.Namespace) -> dict:
     n = args.steps * args.batch_size
     pairs, source = _texts(n, args.seed)
     texts = pairs["prompt"].to_list() + pairs["chosen"].to_list() + pairs["rejected"].to_list()
+    # fmt: off
     spec = (
         TinyModelSpec(arch="qwen2", vocab_size=2048, hidden_size=128, intermediate_size=352,
                       num_layers=2, num_heads=4, num_kv_heads=2)
@@ -88,7 +91,8 @@ def prepare(work: Path, args: argparse.Namespace) -> dict:
         else TinyModelSpec(arch="qwen2", vocab_size=8192, hidden_size=512, intermediate_size=1408,
                            num_layers=6, num_heads=8, num_kv_heads=2,
                            max_position_embeddings=max(512, args.max_length))
-    )  # fmt: skip
+    )
+    # fmt: on
     model_dir = build_tiny_model(work / "model", texts, spec)
     from valign_ray.models import load_tokenizer
 
@@ -102,12 +106,9 @@ def prepare(work: Path, args: argparse.Namespace) -> dict:
         pl.lit(1.0).alias("weight"), pl.lit(1.0).alias("share"), pl.int_range(n).alias("row_idx")
     )
     # KTO: each pair gives a desirable and an undesirable row; shuffled, n of them.
-    kto = pl.concat(
-        [
-            pairs.select("prompt", pl.col("chosen").alias("completion"), pl.lit(True).alias("label")),
-            pairs.select("prompt", pl.col("rejected").alias("completion"), pl.lit(False).alias("label")),
-        ]
-    ).sample(fraction=1.0, shuffle=True, seed=args.seed).head(n)  # fmt: skip
+    good = pairs.select("prompt", completion="chosen", label=pl.lit(True))
+    bad = pairs.select("prompt", completion="rejected", label=pl.lit(False))
+    kto = pl.concat([good, bad]).sample(fraction=1.0, shuffle=True, seed=args.seed).head(n)
     kto = kto.with_columns(
         mismatched_completions(kto["prompt"], kto["completion"]),
         pl.lit(1.0).alias("weight"),
@@ -115,7 +116,9 @@ def prepare(work: Path, args: argparse.Namespace) -> dict:
     )
     kto.write_parquet(work / "kto.parquet")
     dpo.write_parquet(work / "dpo.parquet")
-    lengths = [len(tok(p + c)["input_ids"]) for p, c in zip(kto["prompt"], kto["completion"])]
+    lengths = [
+        len(tok(p + c)["input_ids"]) for p, c in zip(kto["prompt"], kto["completion"], strict=True)
+    ]
     return {
         "source": source,
         "params": count_parameters(load_model(model_dir)),
@@ -125,14 +128,25 @@ def prepare(work: Path, args: argparse.Namespace) -> dict:
     }
 
 
-def _steady(step_s: list[float], tokens: list[float], padded: list[float], warmup: int) -> dict:
-    s, t, p = (np.array(x[warmup:], dtype=float) for x in (step_s, tokens, padded))
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _steady(
+    ends: list[tuple[float, float]], tokens: list[float], padded: list[float], warmup: int
+) -> dict:
+    """Steady-state totals: step k lasts from the end of step k-1 to its own end (wall and this
+    process's CPU time); the first ``warmup`` steps are left out."""
+    gaps = np.diff(np.array(ends), axis=0)  # [steps, (wall, cpu)]; ends[0] is step 0's start
+    s, t, p = gaps[warmup:], np.array(tokens[warmup:]), np.array(padded[warmup:])
+    # Medians: a step that another process slowed down on this shared machine does not count.
     return {
-        "step_s": s.tolist(),
-        "seconds": float(s.sum()),
-        "steps": len(s),
-        "tokens": float(t.sum()),
+        "step_s": float(np.median(s[:, 0])),
+        "mean_step_s": float(s[:, 0].mean()),
+        "cpu_step_s": float(np.median(s[:, 1])),
+        "tok_s": float(np.median(t / s[:, 0])),
         "padding": float(1.0 - t.sum() / p.sum()),
+        "load": os.getloadavg()[0],
     }
 
 
@@ -142,46 +156,76 @@ def worker_ours(work: Path, args: argparse.Namespace) -> dict:
 
     from valign_ray.config import load_config
     from valign_ray.models import load_model, load_tokenizer
+    from valign_ray.train import worker
     from valign_ray.train.context import LocalContext
-    from valign_ray.train.reference import score_reference
-    from valign_ray.train.worker import TrainJob, run_training
+    from valign_ray.train.logprobs import encode_pair
+    from valign_ray.train.reference import REFERENCE_COLUMNS, score_reference
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1",
-                      LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")  # fmt: skip
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="1")
+    os.environ.update(RANK="0", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")  # DeepSpeed reads these
     dist.init_process_group("gloo", rank=0, world_size=1)
     model_dir = str(work / "model")
     rows = pl.read_parquet(work / f"{args.loss}.parquet")
-    t0 = time.perf_counter()
-    ref = load_model(model_dir)
-    rows = score_reference(ref, load_tokenizer(model_dir), rows, args.loss,
-                           max_length=args.max_length, batch_size=32)  # fmt: skip
-    ref_seconds = time.perf_counter() - t0
+    ref, tok = load_model(model_dir), load_tokenizer(model_dir)  # TRL loads a reference too
+    t0 = _clock()
+    rows = score_reference(ref, tok, rows, args.loss, max_length=args.max_length, batch_size=32)
+    ref_seconds, ref_cpu = (b - a for a, b in zip(t0, _clock(), strict=True))
     del ref
-    cfg = load_config(ROOT / "configs/quickstart.yaml", [
-        "train.num_workers=1", f"train.zero_stage={args.zero_stage}",
-        f"train.batch_size={args.batch_size}", f"train.max_steps={args.steps}", "train.epochs=1",
-        f"train.lr={LR}", f"loss.name={args.loss}", f"data.max_length={args.max_length}",
-        "wandb.enabled=false", f"model.path={model_dir}", f"train.seed={args.seed}",
-    ])  # fmt: skip
+    # Padding of the reference batches (32 rows in row order, each padded to its longest).
+    real = padded = 0
+    for _, comp, _ in REFERENCE_COLUMNS[args.loss]:
+        lens = [encode_pair(tok, p, c, max_length=args.max_length).length
+                for p, c in zip(rows["prompt"], rows[comp], strict=True)]  # fmt: skip
+        real += sum(lens)
+        padded += sum(
+            len(lens[i : i + 32]) * max(lens[i : i + 32]) for i in range(0, len(lens), 32)
+        )
+    overrides = (
+        f"train.num_workers=1 train.zero_stage={args.zero_stage} train.epochs=1 "
+        f"train.batch_size={args.batch_size} train.max_steps={args.steps} train.lr={LR} "
+        f"train.seed={args.seed} loss.name={args.loss} data.max_length={args.max_length} "
+        f"wandb.enabled=false model.path={model_dir}"
+    )
+    cfg = load_config(ROOT / "configs/quickstart.yaml", overrides.split())
     metrics = work / f"ours-{args.loss}.jsonl"
     metrics.unlink(missing_ok=True)
+    # Clock the end of every step, as TRL's on_step_end: the loop reduces its metrics once per
+    # step, right after the optimizer step.
+    ends: list[tuple[float, float]] = []
+    reduce_metrics = worker._reduce_metrics
+
+    def clocked_reduce(*a, **k):
+        out = reduce_metrics(*a, **k)
+        ends.append(_clock())
+        return out
+
+    worker._reduce_metrics = clocked_reduce
     ctx = LocalContext()
-    run_training(TrainJob(cfg, model_dir, metrics_path=str(metrics)), ctx, rows)
+    start = _clock()
+    worker.run_training(worker.TrainJob(cfg, model_dir, metrics_path=str(metrics)), ctx, rows)
     for report in ctx.reports:  # LocalContext leaves checkpoint folders where they were written
         if report["checkpoint"] is not None:
             shutil.rmtree(report["checkpoint"], ignore_errors=True)
     lines = [json.loads(x) for x in metrics.read_text().splitlines()]
+    # The first step's start is taken as the loop's start (setup included): a warm-up step.
     out = _steady(
-        [m["tokens"] / m["tokens_per_s"] for m in lines],
+        [start, *ends],
         [m["tokens"] for m in lines],
         [m["padded_tokens"] for m in lines],
         args.warmup,
     )
     dist.destroy_process_group()
-    return {**out, "ref_seconds": ref_seconds, "rows": rows.height, "threads": torch.get_num_threads()}
+    return {
+        **out,
+        "ref_seconds": ref_seconds,
+        "ref_cpu_seconds": ref_cpu,
+        "ref_padding": 1 - real / padded,
+        "rows": rows.height,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def worker_trl(work: Path, args: argparse.Namespace) -> dict:
@@ -193,12 +237,14 @@ def worker_trl(work: Path, args: argparse.Namespace) -> dict:
 
     model_dir = str(work / "model")
     rows = pl.read_parquet(work / f"{args.loss}.parquet").sort("row_idx")
+    # fmt: off
     common = dict(
         output_dir=str(work / f"trl-{args.loss}"), per_device_train_batch_size=args.batch_size,
-        max_steps=args.steps, max_length=args.max_length, learning_rate=LR, use_cpu=True,
-        bf16=False, report_to="none", gradient_checkpointing=False, save_strategy="no",
-        disable_tqdm=True, seed=args.seed, beta=0.1,
-    )  # fmt: skip
+        max_steps=args.steps, max_length=args.max_length, learning_rate=LR, seed=args.seed,
+        beta=0.1, use_cpu=True, bf16=False, gradient_checkpointing=False, report_to="none",
+        save_strategy="no", disable_tqdm=True,
+    )
+    # fmt: on
     if args.loss == "kto":
         from trl import KTOConfig, KTOTrainer
 
@@ -209,10 +255,8 @@ def worker_trl(work: Path, args: argparse.Namespace) -> dict:
 
         data = Dataset.from_dict({c: rows[c].to_list() for c in ("prompt", "chosen", "rejected")})
         trainer_cls, targs = DPOTrainer, DPOConfig(**common)
-    trainer = trainer_cls(
-        model=load_model(model_dir), ref_model=load_model(model_dir), args=targs,
-        train_dataset=data, processing_class=load_tokenizer(model_dir),
-    )  # fmt: skip
+    model, ref, tok = load_model(model_dir), load_model(model_dir), load_tokenizer(model_dir)
+    trainer = trainer_cls(model, ref, args=targs, train_dataset=data, processing_class=tok)
     counts: list[tuple[float, float]] = []
     collate = trainer.data_collator
 
@@ -223,21 +267,18 @@ def worker_trl(work: Path, args: argparse.Namespace) -> dict:
         return batch
 
     trainer.data_collator = counting_collator
-    ends: list[float] = []
+    ends: list[tuple[float, float]] = []
 
     class StepClock(TrainerCallback):
-        def on_step_begin(self, *a, **k):
-            if not ends:  # the first step's start; later steps start at the previous end
-                ends.append(time.perf_counter())
+        def on_train_begin(self, *a, **k):
+            ends.append(_clock())  # the first step's start; later steps start at the previous end
 
         def on_step_end(self, *a, **k):
-            ends.append(time.perf_counter())
+            ends.append(_clock())
 
     trainer.add_callback(StepClock())
     trainer.train()
-    out = _steady(
-        list(np.diff(ends)), [c[0] for c in counts], [c[1] for c in counts], args.warmup
-    )
+    out = _steady(ends, [c[0] for c in counts], [c[1] for c in counts], args.warmup)
     return {**out, "rows": len(trainer.train_dataset), "threads": torch.get_num_threads()}
 
 
@@ -246,15 +287,57 @@ def _run_worker(side: str, loss: str, work: Path, args: argparse.Namespace) -> d
     cmd = [sys.executable, __file__, "--worker", side, "--loss", loss, "--work", str(work)]
     for flag in ("steps", "batch_size", "max_length", "threads", "zero_stage", "warmup", "seed"):
         cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false",
-           "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT)}  # fmt: skip
+    if args.quick:
+        cmd.append("--quick")
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        cmd += ["--profile", str(Path(args.profile).resolve())]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
+    env.update(TOKENIZERS_PARALLELISM="false", DS_ACCELERATOR="cpu")
     log = work / f"{side}-{loss}.log"
     with log.open("w") as f:
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     if proc.returncode != 0:
-        sys.exit(f"{side} {loss} failed (exit {proc.returncode}); log tail:\n"
-                 + "\n".join(log.read_text().splitlines()[-30:]))  # fmt: skip
+        sys.exit(
+            f"{side} {loss} failed (exit {proc.returncode}); log tail:\n"
+            + "\n".join(log.read_text().splitlines()[-30:])
+        )
     return json.loads(out.read_text())
+
+
+def report(loss: str, ours: dict, trl: dict, batch: int) -> None:
+    """Print the comparison lines of one loss."""
+    rate_o, rate_t = (batch / r["step_s"] for r in (ours, trl))
+    cpu_o, cpu_t = ours["cpu_step_s"], trl["cpu_step_s"]
+    print(
+        f"{loss.upper()}: ours {rate_o:.2f} samples/s ({ours['tok_s']:.0f} tok/s), TRL "
+        f"{rate_t:.2f} samples/s ({trl['tok_s']:.0f} tok/s) -> ours is {rate_o / rate_t:.1f}x",
+        flush=True,
+    )
+    print(
+        f"  per step (median): wall ours {ours['step_s']:.2f} s, TRL {trl['step_s']:.2f} s (means "
+        f"{ours['mean_step_s']:.2f} / {trl['mean_step_s']:.2f}); CPU ours {cpu_o:.2f} s, TRL "
+        f"{cpu_t:.2f} s -> {cpu_t / cpu_o:.1f}x; 1-min load average {ours['load']:.1f} / "
+        f"{trl['load']:.1f}; torch threads {ours['threads']} / {trl['threads']}"
+    )
+    print(
+        f"  padding fraction: ours {ours['padding']:.1%}, TRL {trl['padding']:.1%} "
+        f"(TRL trained on {trl['rows']} rows, ours {ours['rows']})"
+    )
+    # Break-even: ref + E * epoch_ours = E * epoch_trl  ->  E = ref / (epoch_trl - epoch_ours).
+    n = ours["rows"]
+    lines = []
+    for what, ref, e_o, e_t in (
+        ("wall", ours["ref_seconds"], n / rate_o, n / rate_t),
+        ("CPU", ours["ref_cpu_seconds"], n / batch * cpu_o, n / batch * cpu_t),
+    ):
+        even = f"after {ref / (e_t - e_o):.2f} epochs" if e_t > e_o else "never (ours is slower)"
+        lines.append(
+            f"{what}: {ref:.1f} s ({ref / n * 1000:.0f} ms/row), epoch ours {e_o:.1f} s "
+            f"vs TRL {e_t:.1f} s, break-even {even}"
+        )
+    print(f"  reference cache (one-time; later runs and Tune trials reuse it; padding "
+          f"{ours['ref_padding']:.0%} in its batches of 32): " + "; ".join(lines))  # fmt: skip
 
 
 def main() -> None:
@@ -267,7 +350,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2, help="steps left out of the timing")
     ap.add_argument("--losses", default="kto,dpo")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quick", action="store_true", help="a 0.4 M-parameter model: smoke run")
+    ap.add_argument("--quick", action="store_true", help="a 0.6 M-parameter model: smoke run")
+    ap.add_argument("--profile", help="folder: write a cProfile (CPU time) of each side there")
     ap.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
     ap.add_argument("--loss", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
@@ -279,35 +363,33 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
         fn = worker_ours if args.worker == "ours" else worker_trl
-        result = fn(Path(args.work), args)
+        if args.profile:
+            import cProfile
+
+            # CPU time, not wall: the shares hold up when other processes load the machine.
+            prof = cProfile.Profile(time.process_time)
+            result = prof.runcall(fn, Path(args.work), args)
+            prof.dump_stats(Path(args.profile) / f"{args.worker}-{args.loss}.prof")
+        else:
+            result = fn(Path(args.work), args)
         (Path(args.work) / f"{args.worker}-{args.loss}.json").write_text(json.dumps(result))
         return
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-trl-") as tmp:
         work = Path(tmp)
         info = prepare(work, args)
-        print(f"model: Qwen2 {info['params'] / 1e6:.1f} M params (vocab {info['vocab']}); data: "
-              f"{info['source']}, {args.steps * args.batch_size} rows, mean length "
-              f"{info['mean_len']:.0f} tokens ({info['capped']:.0%} capped at {args.max_length}); "
-              f"batch {args.batch_size}, {args.steps} steps ({args.warmup} warm-up), "
-              f"{args.threads} threads, ours ZeRO-{args.zero_stage}", flush=True)  # fmt: skip
+        print(
+            f"model: Qwen2 {info['params'] / 1e6:.1f} M params (vocab {info['vocab']}); data: "
+            f"{info['source']}, {args.steps * args.batch_size} rows, mean length "
+            f"{info['mean_len']:.0f} tokens ({info['capped']:.0%} capped at {args.max_length}); "
+            f"batch {args.batch_size}, {args.steps} steps ({args.warmup} warm-up), "
+            f"{args.threads} threads, ours ZeRO-{args.zero_stage}",
+            flush=True,
+        )
         for loss in args.losses.split(","):
             ours = _run_worker("ours", loss, work, args)
             trl = _run_worker("trl", loss, work, args)
-            rate = {k: args.batch_size * r["steps"] / r["seconds"] for k, r in (("o", ours), ("t", trl))}
-            print(f"{loss.upper()}: ours {rate['o']:.2f} samples/s ({ours['tokens'] / ours['seconds']:.0f} "
-                  f"tok/s), TRL {rate['t']:.2f} samples/s ({trl['tokens'] / trl['seconds']:.0f} tok/s) "
-                  f"-> ours is {rate['o'] / rate['t']:.2f}x", flush=True)  # fmt: skip
-            print(f"  padding fraction: ours {ours['padding']:.1%}, TRL {trl['padding']:.1%}; "
-                  f"step s ours {np.median(ours['step_s']):.2f}, TRL {np.median(trl['step_s']):.2f} "
-                  f"(median); threads {ours['threads']}/{trl['threads']}; TRL rows {trl['rows']}")  # fmt: skip
-            epoch_o, epoch_t = ours["rows"] / rate["o"], ours["rows"] / rate["t"]
-            gain = epoch_t - epoch_o
-            even = f"{ours['ref_seconds'] / gain:.2f} epochs" if gain > 0 else "never (ours is slower)"
-            print(f"  reference cache (one-time, reused by later runs and Tune trials): "
-                  f"{ours['ref_seconds']:.1f} s for {ours['rows']} rows = "
-                  f"{ours['ref_seconds'] / ours['rows'] * 1000:.0f} ms/row; an epoch takes ours "
-                  f"{epoch_o:.1f} s vs TRL {epoch_t:.1f} s; break-even after {even}", flush=True)  # fmt: skip
+            report(loss, ours, trl, args.batch_size)
     print(f"total {time.perf_counter() - start:.0f} s")
 
 
