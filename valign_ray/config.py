@@ -81,8 +81,8 @@ class ConstitutionConfig:
 class TinyConfig:
     arch: Literal["llama", "qwen2"] = "llama"
     vocab_size: int = 2048
-    hidden_size: int = 128
-    intermediate_size: int = 352
+    hidden_size: int = 144
+    intermediate_size: int = 384
     num_layers: int = 4
     num_heads: int = 4
     num_kv_heads: int = 2
