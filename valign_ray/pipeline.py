@@ -117,7 +117,6 @@ def stage_weights(state: RunState) -> None:
     from valign_ray.survey.weighting import (
         diagnostics_to_dict,
         format_diagnostics,
-        kish_ess,
         rake_to_margins,
     )
 
@@ -147,7 +146,6 @@ def stage_weights(state: RunState) -> None:
     state.summary["weighting"] = {
         k: diag[k] for k in ("method", "n", "ess", "deff", "weight_min", "weight_max")
     }
-    state.summary["weighting"]["ess_check"] = kish_ess(result.respondents["weight"])
 
 
 def stage_constitution(state: RunState) -> None:

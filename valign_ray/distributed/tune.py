@@ -181,8 +181,7 @@ def _trial(
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from valign_ray.distributed.trainer import fit
-    from valign_ray.eval.heldout import evaluate_pairs
-    from valign_ray.models import load_model, load_tokenizer
+    from valign_ray.eval.heldout import evaluate_model_dir
     from valign_ray.train.worker import HF_EXPORT, TrainJob, resolve_loss_params
 
     trial_id = tune.get_context().get_trial_id()
@@ -200,12 +199,8 @@ def _trial(
         job, rows, storage_path=trial_dir.parent, name=trial_id, callbacks=[TuneReportCallback()]
     )
     model_dir = Path(result.checkpoint.path) / HF_EXPORT  # local storage: no copy needed
-    ev = evaluate_pairs(
-        load_model(model_dir),
-        load_tokenizer(model_dir),
-        eval_pairs,
-        max_length=cfg.data.max_length,
-        batch_size=cfg.eval.batch_size,
+    ev = evaluate_model_dir(
+        model_dir, eval_pairs, max_length=cfg.data.max_length, batch_size=cfg.eval.batch_size
     )
     params = resolve_loss_params(cfg, rows)
     train_final = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)}
@@ -285,8 +280,7 @@ def run_sweep(
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from valign_ray.distributed.session import init_ray
-    from valign_ray.eval.heldout import evaluate_pairs
-    from valign_ray.models import load_model, load_tokenizer
+    from valign_ray.eval.heldout import evaluate_model_dir
 
     spec = load_sweep(cfg_path, overrides)
     sweep, cfg = spec.sweep, spec.pipeline
@@ -296,12 +290,8 @@ def run_sweep(
     init_ray(cfg.ray)
     _check_cpus(cfg, sweep.max_concurrent_trials)
     rows, eval_pairs, model_path = _prepare(cfg)
-    base_eval = evaluate_pairs(
-        load_model(model_path),
-        load_tokenizer(model_path),
-        eval_pairs,
-        max_length=cfg.data.max_length,
-        batch_size=cfg.eval.batch_size,
+    base_eval = evaluate_model_dir(
+        model_path, eval_pairs, max_length=cfg.data.max_length, batch_size=cfg.eval.batch_size
     )
     out = (cfg.run_dir / "sweep").resolve()
     callbacks = []

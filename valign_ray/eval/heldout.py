@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,3 +52,18 @@ def evaluate_pairs(
         "n_pairs": int(joined.height),
         "weight_total": float(np.sum(w)),
     }
+
+
+def evaluate_model_dir(
+    model_dir: str | Path, pairs: pl.DataFrame, *, max_length: int, batch_size: int = 64
+) -> dict[str, float]:
+    """:func:`evaluate_pairs` for the model and tokenizer saved in a local folder."""
+    from valign_ray.models import load_model, load_tokenizer
+
+    return evaluate_pairs(
+        load_model(model_dir),
+        load_tokenizer(model_dir),
+        pairs,
+        max_length=max_length,
+        batch_size=batch_size,
+    )
