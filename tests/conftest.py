@@ -4,6 +4,8 @@ ray.init ~3 s: pay that once), and a tiny model folder built once."""
 from __future__ import annotations
 
 import os
+import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,9 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 REPO = Path(__file__).resolve().parents[1]
+# Test-support modules (tests/toy_method.py) are imported by path, as "tests.toy_method", here
+# and in Ray workers (Ray puts the driver's working directory, the repository, on their path).
+sys.path.insert(0, str(REPO))
 SHARED_DATA = Path(os.environ.get("VALIGN_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -53,10 +58,29 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def smoke_run(ray_session, tmp_path_factory):
     """The main job at smoke size (configs/smoke.yaml), run once per test session:
-    ``(config, summary)``; the run directory is ``config.run_dir``."""
+    ``(config, summary)`` (a :class:`~valign_ray.results.RunSummary`); the run directory is
+    ``config.run_dir``."""
     from valign_ray.config import load_config
     from valign_ray.pipeline import run_pipeline
 
     out = tmp_path_factory.mktemp("runs")
     cfg = load_config(REPO / "configs/smoke.yaml", [f"output_dir={out}"])
     return cfg, run_pipeline(cfg)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def local_process_group() -> None:
+    """torch.distributed for this one process (world size 1), as ``LocalContext`` runs expect:
+    DeepSpeed adopts an initialised process group instead of looking for MPI."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(
+            "gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
+        )

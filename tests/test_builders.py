@@ -35,9 +35,11 @@ from valign_ray.data.builders import (
     DPO_SCHEMA,
     KTO_SCHEMA,
     aggregate_pairs,
+    assign_kl_completions,
     build_dpo_pairs,
     build_kto_rows,
     build_sft_rows,
+    canonical_order,
     mismatched_completions,
 )
 from valign_ray.data.cards import card_markdown, dataset_card, write_card
@@ -120,9 +122,28 @@ def test_kto_rows_by_hand():
     ]
     # Next row with another item, cyclically: rows 0,1 -> row 2 (A2); 2 -> 3 (A1);
     # 3,4 -> 5 (B2); 5 -> 6 (A1); 6,7 wrap past rows 0,1 (q1) to row 2 (A2).
-    assert rows["kl_completion"].to_list() == ["A2", "A2", "A1", "B2", "B2", "A1", "A2", "A2"]
-    for item, kl in zip(rows["item_id"], rows["kl_completion"], strict=True):
-        assert ITEM_OF_TEXT[kl] != item
+    kl = mismatched_completions(rows["item_id"], rows["completion"])
+    assert kl.to_list() == ["A2", "A2", "A1", "B2", "B2", "A1", "A2", "A2"]
+    for item, text in zip(rows["item_id"], kl, strict=True):
+        assert ITEM_OF_TEXT[text] != item
+
+
+def _rows_in_batches(answers: pl.DataFrame, lookups: dict, batch: int) -> pl.DataFrame:
+    """KTO rows as the datasets stage builds them, with the answers cut into batches of
+    ``batch`` (as Ray Data's map_batches would), in canonical order, KL pairs assigned once."""
+    parts = [
+        build_kto_rows(answers.slice(i, batch), **lookups) for i in range(0, answers.height, batch)
+    ]
+    return assign_kl_completions(canonical_order(pl.concat(parts)), seed=0)
+
+
+def test_row_order_and_kl_pairs_do_not_depend_on_batch_boundaries():
+    answers, lookups = tables()
+    one, other = _rows_in_batches(answers, lookups, 3), _rows_in_batches(answers, lookups, 5)
+    assert one.equals(other)
+    assert one["row_idx"].to_list() == list(range(answers.height))
+    for item, text in zip(one["item_id"], one["kl_completion"], strict=True):
+        assert ITEM_OF_TEXT[text] != item
 
 
 def test_kto_group_comes_from_the_named_column():

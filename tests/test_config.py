@@ -19,7 +19,7 @@ def test_there_are_configs() -> None:
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_config_loads(path: Path) -> None:
     if "sweep" in load_yaml(path):  # a sweep file: a sweep section plus a pipeline config
-        from valign_ray.distributed.tune import load_sweep
+        from valign_ray.sweeps import load_sweep
 
         cfg = load_sweep(path).pipeline
     else:

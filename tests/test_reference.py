@@ -6,6 +6,7 @@ import polars as pl
 import pytest
 import torch
 
+from valign_ray.methods import get_method
 from valign_ray.models import load_model, load_tokenizer
 from valign_ray.train.logprobs import collate, completion_logps, encode_pair
 from valign_ray.train.reference import cache_key, frame_fingerprint, score_reference
@@ -20,7 +21,9 @@ def test_batched_scores_equal_one_row_at_a_time(tiny_model_dir) -> None:
             "kl_completion": [" No.", " Yes.", " Keep costs low."] * 2,
         }
     )
-    scored = score_reference(model, tok, rows, "kto", max_length=48, batch_size=4)
+    scored = score_reference(
+        model, tok, rows, get_method("kto").reference, max_length=48, batch_size=4
+    )
     for i, r in enumerate(rows.iter_rows(named=True)):
         for comp, col in (("completion", "ref_logp"), ("kl_completion", "ref_kl_logp")):
             enc = encode_pair(tok, r["prompt"], r[comp], max_length=48)

@@ -13,12 +13,7 @@ import yaml
 
 from valign_ray.config import PipelineConfig
 from valign_ray.config_loader import ConfigError
-from valign_ray.distributed.tune import (
-    load_sweep,
-    rank_trials,
-    search_space,
-    trial_config,
-)
+from valign_ray.sweeps import load_sweep, rank_trials, trial_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,6 +88,8 @@ def test_search_space_translates_to_tune_domains() -> None:
             "train.lr": spec.sweep.space["loss.beta"].__class__(grid=(1e-3, 2e-3)),
         }
     )
+    from valign_ray.distributed.tune import search_space
+
     space = search_space(sweep)
     lam = space["loss.lambda_d"]
     assert isinstance(lam, Categorical) and lam.categories == [0.5, 1.0, 1.5]
@@ -135,9 +132,9 @@ def test_a_real_two_trial_sweep(ray_session, tmp_path: Path) -> None:
     smoke size, 3 steps each: both finish with held-out metrics, the table and best.json agree,
     the best model re-evaluates to its reported accuracy, and each trial has an offline W&B run.
     """
-    from valign_ray.distributed.tune import run_sweep
     from valign_ray.eval.heldout import evaluate_pairs
     from valign_ray.models import load_model, load_tokenizer
+    from valign_ray.sweeps import run_sweep
 
     smoke = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
     smoke["survey"]["synthetic"]["n_sample"] = 80

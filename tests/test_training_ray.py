@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from valign_ray.config import load_config
-from valign_ray.data.builders import build_kto_rows
+from valign_ray.data.builders import assign_kl_completions, build_kto_rows
+from valign_ray.methods import get_method
 from valign_ray.models import load_model, load_tokenizer
 from valign_ray.survey.margins import load_margins
 from valign_ray.survey.synthetic import SyntheticSpec, generate_synthetic
@@ -40,15 +41,13 @@ def kto_rows(tiny_model_dir: Path) -> pl.DataFrame:
     rows = build_kto_rows(
         survey.answers, survey.items, survey.candidates, resp, group_column="age_band"
     ).head(96)
-    rows = rows.with_row_index("row_idx")
+    rows = assign_kl_completions(rows.with_row_index("row_idx"), seed=0)
     model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
-    return score_reference(model, tok, rows, "kto", max_length=48)
+    return score_reference(model, tok, rows, get_method("kto").reference, max_length=48)
 
 
-def _fit(rows, model_dir, tmp: Path, name: str, overrides: list[str], **job_kwargs):
-    from valign_ray.distributed.trainer import fit
-
-    cfg = load_config(
+def _config(name: str, overrides: list[str]):
+    return load_config(
         REPO / "configs/quickstart.yaml",
         [
             "train.epochs=1",
@@ -60,6 +59,12 @@ def _fit(rows, model_dir, tmp: Path, name: str, overrides: list[str], **job_kwar
             *overrides,
         ],
     )
+
+
+def _fit(rows, model_dir, tmp: Path, name: str, overrides: list[str], **job_kwargs):
+    from valign_ray.distributed.trainer import fit
+
+    cfg = _config(name, overrides)
     metrics = tmp / f"{name}.jsonl"
     job = TrainJob(config=cfg, model_path=str(model_dir), metrics_path=str(metrics), **job_kwargs)
     result = fit(job, rows, storage_path=tmp / "storage", name=name)
@@ -90,6 +95,28 @@ def test_two_workers_follow_the_one_worker_trajectory(runs, stage: str) -> None:
         assert b["z0"] == pytest.approx(a["z0"], rel=1e-5, abs=1e-6), a["step"]
     # The run really trained: the loss moved.
     assert abs(one[-1]["loss"] - one[0]["loss"]) > 1e-3
+
+
+def test_one_process_local_context_follows_the_one_worker_ray_run(
+    runs, kto_rows, tiny_model_dir, local_process_group, tmp_path
+) -> None:
+    """``run_training`` without Ray (LocalContext, world size 1) is the same loop: it must
+    reproduce the 1-worker Ray Train run's losses and z0 step by step."""
+    from valign_ray.train.context import LocalContext
+    from valign_ray.train.worker import run_training
+
+    one, _ = runs["one"]
+    cfg = _config("w1-local", ["train.num_workers=1", "train.batch_size=8"])
+    metrics = tmp_path / "local.jsonl"
+    job = TrainJob(config=cfg, model_path=str(tiny_model_dir), metrics_path=str(metrics))
+    ctx = LocalContext()
+    run_training(job, ctx, kto_rows)
+    local = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert len(local) == len(one) == 12
+    for a, b in zip(one, local, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-6, abs=1e-8), a["step"]
+        assert b["z0"] == pytest.approx(a["z0"], rel=1e-6, abs=1e-8), a["step"]
+    assert (ctx.reports[-1]["checkpoint"] / HF_EXPORT / "config.json").exists()
 
 
 def test_resume_after_a_worker_failure_is_bit_exact(runs, kto_rows, tiny_model_dir) -> None:
@@ -146,6 +173,7 @@ def test_lora_run_exports_a_merged_model_and_keeps_the_base_as_reference(
             "model.lora.r=4",
             "train.max_steps=4",
         ],
+        dataset_card={"name": "kto-train", "rows": 96},
     )
     assert len(steps) == 4
     base = load_model(tiny_model_dir)
@@ -161,4 +189,7 @@ def test_lora_run_exports_a_merged_model_and_keeps_the_base_as_reference(
         assert torch.allclose(adapted(input_ids=ids).logits, merged_logits, atol=1e-5)
         with adapted.disable_adapter():
             assert torch.equal(adapted(input_ids=ids).logits, base_logits)
-    assert "Dataset card" in (export / "README.md").read_text()
+    # The card carries what this run was given and what it reached, not only its headings.
+    card = (export / "README.md").read_text()
+    assert '"rows": 96' in card and f'"loss": {round(steps[-1]["loss"], 6)}' in card
+    assert "<redacted>" in card

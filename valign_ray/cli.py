@@ -51,7 +51,7 @@ def _run(args: argparse.Namespace) -> Any:
 
 
 def _sweep(args: argparse.Namespace) -> Any:
-    from valign_ray.distributed.tune import run_sweep
+    from valign_ray.sweeps import run_sweep
 
     return run_sweep(args.config, _overrides(args), num_samples=args.num_samples)
 

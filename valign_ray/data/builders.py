@@ -15,7 +15,6 @@ KTO_SCHEMA = {
     "item_id": pl.String,
     "prompt": pl.String,
     "completion": pl.String,
-    "kl_completion": pl.String,
     "label": pl.Boolean,
     "weight": pl.Float64,
     "group": pl.String,
@@ -110,10 +109,17 @@ def mismatched_completions(prompts_item: pl.Series, completions: pl.Series) -> p
     return completions.gather(target).cast(pl.String).rename("kl_completion")
 
 
+def canonical_order(rows: pl.DataFrame) -> pl.DataFrame:
+    """Rows sorted on every column, numbered by ``row_idx``: the order (hence training batches)
+    is a function of the rows' content, not of how Ray Data scheduled or cut the batches."""
+    return rows.sort(rows.columns).with_row_index("row_idx")
+
+
 def assign_kl_completions(rows: pl.DataFrame, seed: int) -> pl.DataFrame:
-    """Re-pair every row with a completion of another prompt, over the whole frame, in a seeded
-    random order: independent of how Ray Data cut the batches, and not biased to whichever
-    completion happens to sort first (Likert rows share their option texts)."""
+    """Pair every row (KTO's ``kl_completion``) with a completion of another prompt, over the
+    whole frame, in a seeded random order: done once, after the rows are in canonical order, so
+    independent of how Ray Data cut the batches, and not biased to whichever completion happens
+    to sort first (Likert rows share their option texts)."""
     if rows.height == 0:
         return rows
     order = np.random.default_rng(seed).permutation(rows.height)
@@ -134,14 +140,11 @@ def build_kto_rows(
 ) -> pl.DataFrame:
     """KTO rows: one per rating; desirable (value 1) or undesirable (0), weighted by respondent.
 
-    ``kl_completion`` is a completion from another prompt in the same batch, for the KTO
-    reference point z0 (an estimate of KL(policy || reference) on mismatched pairs).
+    The KL completions of KTO's reference point are assigned afterwards, once, over the whole
+    frame (:func:`assign_kl_completions`): a per-batch pairing would depend on batch cuts.
     """
     rows = _rated(answers, items, candidates, respondents, group_column)
-    rows = rows.with_columns(
-        (pl.col("value") == 1).alias("label"),
-        mismatched_completions(rows["item_id"], rows["completion"]),
-    )
+    rows = rows.with_columns((pl.col("value") == 1).alias("label"))
     return rows.select(list(KTO_SCHEMA)).cast(KTO_SCHEMA)
 
 

@@ -6,7 +6,7 @@ and streams Parquet in and out.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import polars as pl
 import pyarrow as pa
 import ray
 
+from valign_ray.data.builders import canonical_order
 from valign_ray.train.reference import score_reference
 
 
@@ -23,68 +24,73 @@ def _apply_builder(
     return builder(pl.from_arrow(batch), **tables).to_arrow()
 
 
-def build_rows(
-    answers_path: Path,
-    builder: Callable[..., pl.DataFrame],
-    out_dir: Path,
-    *,
-    batch_size: int = 8192,
-    whole_respondents: bool = False,
-    **tables: Any,
-) -> pl.DataFrame:
-    """Apply ``builder(answers_batch, **tables)`` with ``map_batches`` over the answers Parquet
-    (``map_groups`` per respondent when ``whole_respondents``),
-    write the rows to ``out_dir`` and return them in a canonical order with ``row_idx``.
+def map_answers_ray(answers_path: Path, *, batch_size: int = 8192) -> Callable[..., pl.DataFrame]:
+    """A :data:`~valign_ray.methods.base.MapAnswers` over the answers Parquet at
+    ``answers_path``: ``map(builder, per_respondent=False, **tables)`` applies
+    ``builder(answers_batch, **tables)`` with ``map_batches`` (``map_groups`` per respondent when
+    ``per_respondent``) and returns the rows in canonical order with ``row_idx``.
 
     Ray's execution order is not the rows' identity: sorting on every column makes the result
     (and hence training batches) independent of how blocks were scheduled.
     """
-    ds = ray.data.read_parquet(str(answers_path))
-    kwargs = {"batch_format": "pyarrow", "fn_kwargs": {"builder": builder, **tables}}
-    if whole_respondents:
-        # Builders that pair one respondent's answers (DPO pairs from two ratings) must see all
-        # of that respondent's rows at once: a batch boundary would silently lose pairs.
-        ds = ds.groupby("respondent_id").map_groups(_apply_builder, **kwargs)
-    else:
-        ds = ds.map_batches(_apply_builder, batch_size=batch_size, **kwargs)
-    rows = pl.from_arrow(pa.concat_tables(list(ds.iter_batches(batch_format="pyarrow"))))
-    rows = rows.sort(rows.columns).with_row_index("row_idx")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows.write_parquet(out_dir / "rows.parquet")
-    return rows
+
+    def map_answers(
+        builder: Callable[..., pl.DataFrame], per_respondent: bool = False, **tables: Any
+    ) -> pl.DataFrame:
+        ds = ray.data.read_parquet(str(answers_path))
+        kwargs = {"batch_format": "pyarrow", "fn_kwargs": {"builder": builder, **tables}}
+        if per_respondent:
+            # Builders that pair one respondent's answers (DPO pairs from two ratings) must see
+            # all of that respondent's rows at once: a batch boundary would silently lose pairs.
+            ds = ds.groupby("respondent_id").map_groups(_apply_builder, **kwargs)
+        else:
+            ds = ds.map_batches(_apply_builder, batch_size=batch_size, **kwargs)
+        return canonical_order(
+            pl.from_arrow(pa.concat_tables(list(ds.iter_batches(batch_format="pyarrow"))))
+        )
+
+    return map_answers
 
 
 class _ReferenceScorer:
     """A Ray Data actor: loads the reference model once, scores many batches."""
 
-    def __init__(self, model_path: str, loss_name: str, max_length: int) -> None:
+    def __init__(
+        self, model_path: str, columns: Sequence[tuple[str, str]], max_length: int
+    ) -> None:
         from valign_ray.models import load_model, load_tokenizer
 
         self.model = load_model(model_path)
         self.tokenizer = load_tokenizer(model_path)
-        self.loss_name, self.max_length = loss_name, max_length
+        self.columns, self.max_length = columns, max_length
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = pl.from_arrow(batch)
         return score_reference(
-            self.model, self.tokenizer, rows, self.loss_name, max_length=self.max_length
+            self.model, self.tokenizer, rows, self.columns, max_length=self.max_length
         ).to_arrow()
 
 
 def score_reference_ray(
-    rows: pl.DataFrame, model_path: str, loss_name: str, *, max_length: int, concurrency: int = 1
+    rows: pl.DataFrame,
+    model_path: str,
+    columns: Sequence[tuple[str, str]],
+    *,
+    max_length: int,
+    concurrency: int = 1,
 ) -> pl.DataFrame:
-    """Reference log-probs for every row by Ray Data batch inference, in ``row_idx`` order."""
+    """Reference log-probs for every row by Ray Data batch inference, in ``row_idx`` order:
+    ``columns`` holds (completion column, output column) pairs scored after ``prompt``."""
     ds = ray.data.from_arrow(rows.to_arrow()).map_batches(
         _ReferenceScorer,
         fn_constructor_kwargs={
             "model_path": model_path,
-            "loss_name": loss_name,
+            "columns": list(columns),
             "max_length": max_length,
         },
         batch_format="pyarrow",
         batch_size=512,
-        concurrency=concurrency,
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
     )
     scored = pl.from_arrow(pa.concat_tables(list(ds.iter_batches(batch_format="pyarrow"))))
     return scored.sort("row_idx")

@@ -137,12 +137,9 @@ def _summary_section(run_dir: Path, cfg: Any, summary: dict[str, Any]) -> Sectio
         sec.blocks.append(_missing("config.yaml"))
     else:
         loss, tr, m = cfg.loss, cfg.train, cfg.model
-        rows: list[list[Any]] = [["loss", loss.name], ["beta", loss.beta]]
-        if loss.name == "kto":
-            rows += [["lambda_d", loss.lambda_d], ["lambda_u", loss.lambda_u]]
-        if loss.name == "dpo":
-            rows += [["dpo_type", loss.dpo_type], ["label_smoothing", loss.label_smoothing]]
-            rows += [["soft_labels", loss.soft_labels]]
+        from valign_ray.methods import get_method
+
+        rows: list[list[Any]] = get_method(loss.name).report_rows(loss)
         params = summary.get("model", {}).get("parameters")
         base = m.path or f"tiny {m.tiny.arch} ({m.tiny.num_layers} layers x {m.tiny.hidden_size})"
         rows += [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,32 +18,27 @@ import polars as pl
 
 from valign_ray.train.logprobs import collate, completion_logps, encode_pair
 
-# (prompt column, completion column, output column) per loss.
-REFERENCE_COLUMNS: dict[str, list[tuple[str, str, str]]] = {
-    "kto": [("prompt", "completion", "ref_logp"), ("prompt", "kl_completion", "ref_kl_logp")],
-    "dpo": [("prompt", "chosen", "ref_chosen_logp"), ("prompt", "rejected", "ref_rejected_logp")],
-    "sft": [],
-}
-
 
 def score_reference(
     model: Any,
     tokenizer: Any,
     rows: pl.DataFrame,
-    loss_name: str,
+    columns: Sequence[tuple[str, str]],
     *,
     max_length: int,
     batch_size: int = 32,
 ) -> pl.DataFrame:
-    """``rows`` plus the reference log-prob columns the loss needs (summed over completion)."""
+    """``rows`` plus one reference log-prob column (summed over the completion) for each
+    (completion column, output column) in ``columns`` (a method's ``Method.reference``); the
+    prompt is the ``prompt`` column."""
     import torch
 
     out = rows
     model.eval()
-    for prompt_col, comp_col, out_col in REFERENCE_COLUMNS[loss_name]:
+    for comp_col, out_col in columns:
         enc = [
             encode_pair(tokenizer, p, c, max_length=max_length)
-            for p, c in zip(rows[prompt_col].to_list(), rows[comp_col].to_list(), strict=True)
+            for p, c in zip(rows["prompt"].to_list(), rows[comp_col].to_list(), strict=True)
         ]
         # Batches of similar length pad less (about 40% of a random batch is padding).
         order = sorted(range(len(enc)), key=lambda i: enc[i].length)

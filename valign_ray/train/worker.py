@@ -2,18 +2,18 @@
 
 Runs under Ray Train (through :mod:`valign_ray.distributed.trainer`) or in one process with a
 :class:`~valign_ray.train.context.LocalContext`. DeepSpeed is imported here, inside the worker,
-so the driver never needs it.
+so the driver never needs it. What is specific to a method (sequences, reference columns, the
+loss) comes from its :class:`~valign_ray.methods.base.Method`; checkpoints live in
+:mod:`~valign_ray.train.checkpoints`, the export in :mod:`~valign_ray.train.export` and W&B in
+:mod:`~valign_ray.train.tracking`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
-import shutil
-import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +21,17 @@ import numpy as np
 import polars as pl
 
 from valign_ray.config import PipelineConfig
+from valign_ray.methods import get_method
+from valign_ray.methods.base import Method, StepInputs
 from valign_ray.train.batches import BatchPlan
+from valign_ray.train.checkpoints import load_checkpoint, save_checkpoint
 from valign_ray.train.context import TrainContext
+from valign_ray.train.export import HF_EXPORT
 from valign_ray.train.logprobs import encode_pair
-from valign_ray.train.reference import REFERENCE_COLUMNS
-from valign_ray.train.step import LossParams, micro_step
+from valign_ray.train.step import micro_step
+from valign_ray.train.tracking import start_wandb
 
-HF_EXPORT = "hf_model"
-SEQUENCES = {
-    "kto": {"completion": "completion", "kl": "kl_completion"},
-    "dpo": {"chosen": "chosen", "rejected": "rejected"},
-    "sft": {"completion": "completion"},
-}
+__all__ = ["HF_EXPORT", "TrainJob", "run_training"]
 
 
 @dataclass(frozen=True)
@@ -42,68 +41,35 @@ class TrainJob:
     config: PipelineConfig
     model_path: str
     wandb_dir: str | None = None
+    wandb_group: str | None = None  # W&B group (an experiment's runs share one)
     metrics_path: str | None = None  # rank 0 appends one JSON line of metrics per step
     # Fault drill: rank ``fail_rank`` raises at step ``fail_at_step`` of a run that did not
     # resume, so tests (and operators) can watch Ray Train restart it from a checkpoint.
     fail_at_step: int | None = None
     fail_rank: int = 0
     dataset_card: dict[str, Any] | None = None  # named in the exported model's card
+    manifest: dict[str, Any] | None = None  # the run's manifest, logged to W&B
 
 
-def resolve_loss_params(cfg: PipelineConfig, rows: pl.DataFrame) -> LossParams:
-    """Loss numbers from the config; ``lambda: auto`` uses the weighted label counts."""
-    from valign_ray.train.losses import kto_auto_lambdas
+@dataclass
+class _Loop:
+    """Everything the step loop reads, set up once per worker (and again after a restart)."""
 
-    loss = cfg.loss
-    lambda_d, lambda_u = loss.lambda_d, loss.lambda_u
-    if "auto" in (lambda_d, lambda_u):
-        if loss.name != "kto":
-            raise ValueError("loss.lambda_d / lambda_u = auto applies to loss.name=kto only")
-        w = rows["weight"] if cfg.train.weighted else pl.Series([1.0] * rows.height)
-        lab = rows["label"]
-        w_d, w_u = float(w.filter(lab).sum()), float(w.filter(~lab).sum())
-        if lambda_d == "auto" and lambda_u == "auto":
-            lambda_d, lambda_u = kto_auto_lambdas(w_d, w_u)
-        elif lambda_d == "auto":  # keep the given side; balance lambda_d W_d = lambda_u W_u
-            lambda_d = float(lambda_u) * w_u / w_d
-        else:
-            lambda_u = float(lambda_d) * w_d / w_u
-    return LossParams(
-        name=loss.name,
-        beta=loss.beta,
-        lambda_d=float(lambda_d),
-        lambda_u=float(lambda_u),
-        dpo_type=loss.dpo_type,
-        label_smoothing=loss.label_smoothing,
-        soft_labels=loss.soft_labels,
-    )
-
-
-def _rng_state() -> dict[str, Any]:
-    import torch
-
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "py": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    import torch
-
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["py"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
+    method: Method
+    params: Any
+    rows: pl.DataFrame
+    enc: dict[str, list[Any]]
+    plan: BatchPlan
+    engine: Any
+    scheduler: Any
+    tokenizer: Any
+    start_step: int
+    resumed: bool
+    weighted: bool  # false: every row weighs 1 in the loss (the unweighted ablation)
 
 
 def _rows_as_tensors(
-    rows: pl.DataFrame, idx: np.ndarray, weighted: bool, groups: list[str], device: Any
+    rows: pl.DataFrame, idx: np.ndarray, method: Method, weighted: bool, groups: list[str]
 ) -> dict[str, Any]:
     import torch
 
@@ -119,13 +85,10 @@ def _rows_as_tensors(
         if weighted
         else torch.ones(n, dtype=torch.float32)
     )
-    for col in ("label",):
-        if col in part.columns:
-            out[col] = torch.tensor(part[col].to_numpy(), dtype=torch.bool)
-    for col in ("share", "ref_logp", "ref_kl_logp", "ref_chosen_logp", "ref_rejected_logp"):
-        if col in part.columns:
-            out[col] = torch.tensor(part[col].to_numpy(), dtype=torch.float32)
-    return {k: v.to(device) if hasattr(v, "to") else v for k, v in out.items()}
+    dtypes = {"bool": torch.bool, "float": torch.float32}
+    for col, kind in method.tensor_columns().items():
+        out[col] = torch.tensor(part[col].to_numpy(), dtype=dtypes[kind])
+    return out
 
 
 def _load_model_for_training(job: TrainJob, ds_config: dict[str, Any]) -> Any:
@@ -157,15 +120,8 @@ def _load_model_for_training(job: TrainJob, ds_config: dict[str, Any]) -> Any:
     return model
 
 
-def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[str, float]:
-    """Train on ``rows`` (every worker gets all rows, in ``row_idx`` order) and export the model.
-
-    Returns the last step's metrics. Checkpoints (DeepSpeed shards, per-rank RNG, step) go
-    through ``ctx.report``; the final report carries the Hugging Face export in ``hf_model/``.
-    """
-    # Decided here, before DeepSpeed picks its accelerator: the CPU default of the Ray workers'
-    # environment must not keep a GPU run on the CPU.
-    os.environ["DS_ACCELERATOR"] = "cuda" if job.config.train.use_gpu else "cpu"
+def _setup(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> _Loop:
+    """Tokenise the rows once, plan the batches, build the engine, resume if asked to."""
     import deepspeed
     import torch
 
@@ -177,17 +133,19 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
     # asks for the world size.
     deepspeed.init_distributed(dist_backend="gloo" if not tcfg.use_gpu else "nccl")
     torch.manual_seed(tcfg.seed + ctx.rank)
+    method = get_method(cfg.loss.name)
     rows = rows.sort("row_idx")
-    missing = [c for _, _, c in REFERENCE_COLUMNS[cfg.loss.name] if c not in rows.columns]
+    missing = [c for c in method.reference_columns if c not in rows.columns]
     if missing:
         raise ValueError(f"training rows lack reference columns {missing}; score them first")
     tokenizer = load_tokenizer(job.model_path)
+    prompts = rows["prompt"].to_list()
     enc = {
         key: [
             encode_pair(tokenizer, p, c, max_length=cfg.data.max_length)
-            for p, c in zip(rows["prompt"].to_list(), rows[col].to_list(), strict=True)
+            for p, c in zip(prompts, rows[col].to_list(), strict=True)
         ]
-        for key, col in SEQUENCES[cfg.loss.name].items()
+        for key, col in method.sequences.items()
     }
     plan = BatchPlan(
         n_rows=rows.height,
@@ -199,7 +157,6 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
         max_steps=tcfg.max_steps,
     )
     plan.validate()
-    params = resolve_loss_params(cfg, rows)
     ds_config = deepspeed_config(tcfg, ctx.world_size)
     model = _load_model_for_training(job, ds_config)
     optimizer, scheduler = build_optimizer(model, tcfg, plan.total_steps)
@@ -207,19 +164,43 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
     )
     engine.train()  # from_pretrained leaves the model in eval mode (dropout off)
-    start_step = 0
     resume = ctx.latest_checkpoint()
-    if resume is not None:
-        engine.load_checkpoint(str(resume), tag="ds")
-        start_step = json.loads((resume / "state.json").read_text())["step"]
-        _set_rng_state(torch.load(resume / f"rng_rank{ctx.rank}.pt", weights_only=False))
-    wandb_run = _start_wandb(job, ctx, params, plan)
-    if job.metrics_path and ctx.rank == 0 and resume is None:
+    start = load_checkpoint(engine, resume, ctx.rank) if resume is not None else 0
+    params = method.params(cfg, rows)
+    return _Loop(
+        method,
+        params,
+        rows,
+        enc,
+        plan,
+        engine,
+        scheduler,
+        tokenizer,
+        start,
+        resumed=resume is not None,
+        weighted=tcfg.weighted,
+    )
+
+
+def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[str, float]:
+    """Train on ``rows`` (every worker gets all rows, in ``row_idx`` order) and export the model.
+
+    Returns the last step's metrics. Checkpoints (DeepSpeed shards, per-rank RNG, step) go
+    through ``ctx.report``; the final report carries the Hugging Face export in ``hf_model/``.
+    """
+    # Decided here, before DeepSpeed picks its accelerator: the CPU default of the Ray workers'
+    # environment must not keep a GPU run on the CPU.
+    os.environ["DS_ACCELERATOR"] = "cuda" if job.config.train.use_gpu else "cpu"
+    loop = _setup(job, ctx, rows)
+    tcfg, plan, rows = job.config.train, loop.plan, loop.rows
+    extra = {"resolved_loss": asdict(loop.params), "steps": plan.total_steps}
+    wandb_run = start_wandb(job, ctx, {**extra, "manifest": job.manifest or {}})
+    if job.metrics_path and ctx.rank == 0 and not loop.resumed:
         Path(job.metrics_path).write_text("")  # a fresh run: no lines of an earlier one
     if ctx.rank == 0:
         print(
-            f"[train] {cfg.loss.name}: {rows.height} rows, {plan.total_steps} steps of "
-            f"{plan.global_batch} (from step {start_step}); "
+            f"[train] {loop.method.name}: {rows.height} rows, {plan.total_steps} steps of "
+            f"{plan.global_batch} (from step {loop.start_step}); "
             f"{plan.rows_skipped_per_epoch} rows per epoch fall outside full batches",
             flush=True,
         )
@@ -229,44 +210,17 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
         sorted(rows["group"].drop_nulls().unique().to_list()) if "group" in rows.columns else []
     )
     groups = groups if len(groups) <= 16 else []
-    lengths = np.array([max(e.length for e in seqs) for seqs in zip(*enc.values(), strict=True)])
+    lengths = np.array(
+        [max(e.length for e in seqs) for seqs in zip(*loop.enc.values(), strict=True)]
+    )
     last: dict[str, float] = {}
-    for step in range(start_step, plan.total_steps):
+    for step in range(loop.start_step, plan.total_steps):
+        if job.fail_at_step == step and not loop.resumed and ctx.rank == job.fail_rank:
+            raise RuntimeError(f"fault drill: rank {ctx.rank} fails at step {step}")
         t0 = time.perf_counter()
         weight_total = float(weights_all[plan.global_rows(step)].sum())
-        sums: dict[str, Any] = {}
-        if job.fail_at_step == step and resume is None and ctx.rank == job.fail_rank:
-            raise RuntimeError(f"fault drill: rank {ctx.rank} fails at step {step}")
-        for idx in plan.worker_rows(step, ctx.rank, lengths):
-            batch_enc = {k: [v[i] for i in idx] for k, v in enc.items()}
-            loss, metrics = micro_step(
-                engine,
-                _rows_as_tensors(rows, idx, tcfg.weighted, groups, engine.device),
-                batch_enc,
-                params,
-                ctx,
-                weight_total=weight_total,
-                pad_id=tokenizer.pad_token_id,
-            )
-            # DeepSpeed averages gradients over workers and accumulation steps; the loss is
-            # already this worker's share of the global weighted mean, so undo that averaging.
-            engine.backward(loss * ctx.world_size * tcfg.grad_accum)
-            engine.step()
-            metrics["loss"] = loss.detach()
-            for k, v in metrics.items():
-                v = v.detach().float()
-                ok = ~torch.isnan(v)
-                total, seen = sums.get(k, (0.0, 0.0))
-                sums[k] = (total + torch.where(ok, v, 0.0), seen + ok.float())
-        last = _reduce_metrics(ctx, sums, tcfg.grad_accum)
-        elapsed = time.perf_counter() - t0
-        last.update(
-            step=step + 1,
-            lr=float(scheduler.get_last_lr()[0]),
-            grad_norm=float(engine.get_global_grad_norm() or 0.0),
-            tokens_per_s=last["tokens"] / elapsed,
-            padding_fraction=1.0 - last["tokens"] / max(last["padded_tokens"], 1.0),
-        )
+        sums = _accumulate(loop, ctx, step, lengths, weight_total, groups)
+        last = _step_metrics(loop, ctx, sums, step, time.perf_counter() - t0)
         if wandb_run is not None:
             wandb_run.log(last, step=step + 1)
         if job.metrics_path and ctx.rank == 0:
@@ -277,8 +231,8 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
             print(_progress_line(last, plan.total_steps), flush=True)
         every = tcfg.checkpoint_every
         if final or (every and (step + 1) % every == 0):
-            _save_checkpoint(
-                engine, ctx, step + 1, last, export=final, tokenizer=tokenizer, job=job
+            save_checkpoint(
+                loop.engine, ctx, step + 1, last, export=final, tokenizer=loop.tokenizer, job=job
             )
         elif tcfg.report_every and (step + 1) % tcfg.report_every == 0:
             ctx.report(last)
@@ -287,7 +241,57 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
     return last
 
 
-def _reduce_metrics(ctx: TrainContext, sums: dict[str, Any], grad_accum: int) -> dict[str, float]:
+def _accumulate(
+    loop: _Loop,
+    ctx: TrainContext,
+    step: int,
+    lengths: np.ndarray,
+    weight_total: float,
+    groups: list[str],
+) -> dict[str, Any]:
+    """Run this worker's micro-batches of ``step``; returns metric (sum, count) pairs."""
+    import torch
+
+    engine, sums = loop.engine, {}
+    for idx in loop.plan.worker_rows(step, ctx.rank, lengths):
+        tensors = _rows_as_tensors(loop.rows, idx, loop.method, loop.weighted, groups)
+        inputs = StepInputs(
+            model=engine,
+            rows={k: v.to(engine.device) if hasattr(v, "to") else v for k, v in tensors.items()},
+            enc={k: [v[i] for i in idx] for k, v in loop.enc.items()},
+            ctx=ctx,
+            weight_total=weight_total,
+            pad_id=loop.tokenizer.pad_token_id,
+        )
+        loss, metrics = micro_step(loop.method, loop.params, inputs)
+        # DeepSpeed averages gradients over workers and accumulation steps; the loss is
+        # already this worker's share of the global weighted mean, so undo that averaging.
+        engine.backward(loss * ctx.world_size * loop.plan.grad_accum)
+        engine.step()
+        metrics["loss"] = loss.detach()
+        for k, v in metrics.items():
+            v = v.detach().float()
+            ok = ~torch.isnan(v)
+            total, seen = sums.get(k, (0.0, 0.0))
+            sums[k] = (total + torch.where(ok, v, 0.0), seen + ok.float())
+    return sums
+
+
+def _step_metrics(
+    loop: _Loop, ctx: TrainContext, sums: dict[str, Any], step: int, elapsed: float
+) -> dict[str, float]:
+    last = _reduce_metrics(ctx, sums)
+    last.update(
+        step=step + 1,
+        lr=float(loop.scheduler.get_last_lr()[0]),
+        grad_norm=float(loop.engine.get_global_grad_norm() or 0.0),
+        tokens_per_s=last["tokens"] / elapsed,
+        padding_fraction=1.0 - last["tokens"] / max(last["padded_tokens"], 1.0),
+    )
+    return last
+
+
+def _reduce_metrics(ctx: TrainContext, sums: dict[str, Any]) -> dict[str, float]:
     """Global metrics: loss, counts and token totals are sums over workers and micro-steps; the
     rest are means over the micro-batches where they exist (a class-mean is NaN in a
     micro-batch without that class, and such micro-batches are left out of the mean)."""
@@ -313,117 +317,3 @@ def _progress_line(m: dict[str, float], total: int) -> str:
         if k in m:
             shown.append(f"{k} {m[k]:.4g}")
     return "[train] " + "  ".join(shown)
-
-
-def _start_wandb(job: TrainJob, ctx: TrainContext, params: LossParams, plan: BatchPlan) -> Any:
-    """W&B on rank 0 only (Train V2 ignores rank_zero_only); offline unless configured."""
-    wcfg = job.config.wandb
-    if ctx.rank != 0 or not wcfg.enabled or wcfg.mode == "disabled":
-        return None
-    import wandb
-
-    from valign_ray.config import public_config_dict
-
-    if job.wandb_dir:
-        Path(job.wandb_dir).mkdir(parents=True, exist_ok=True)
-    return wandb.init(
-        project=wcfg.project,
-        entity=wcfg.entity,
-        mode=wcfg.mode,
-        dir=job.wandb_dir,
-        name=job.config.name,
-        config={
-            **public_config_dict(job.config),
-            "resolved_loss": vars(params),
-            "steps": plan.total_steps,
-        },
-    )
-
-
-def _save_checkpoint(
-    engine: Any,
-    ctx: TrainContext,
-    step: int,
-    metrics: dict[str, float],
-    *,
-    export: bool,
-    tokenizer: Any,
-    job: TrainJob,
-) -> None:
-    """Every rank writes its DeepSpeed shards and RNG state; rank 0 adds the step (and, at the
-    end, the Hugging Face export). Ray merges the ranks' folders into one checkpoint."""
-    import torch
-
-    folder = Path(tempfile.mkdtemp(prefix="valign-ckpt-"))
-    engine.save_checkpoint(str(folder), tag="ds")
-    torch.save(_rng_state(), folder / f"rng_rank{ctx.rank}.pt")
-    state_dict = None
-    if export and job.config.train.zero_stage == 3:
-        state_dict = engine._zero3_consolidated_16bit_state_dict()  # every rank must call it
-    if ctx.rank == 0:
-        (folder / "state.json").write_text(json.dumps({"step": step}))
-        if export:
-            export_model(engine.module, job, folder / HF_EXPORT, tokenizer, metrics, state_dict)
-    ctx.report(metrics, checkpoint_dir=folder)
-
-
-def export_model(
-    module: Any,
-    job: TrainJob,
-    out: Path,
-    tokenizer: Any,
-    metrics: dict[str, float],
-    state_dict: dict[str, Any] | None = None,
-) -> Path:
-    """A Hugging Face folder that ``AutoModelForCausalLM.from_pretrained`` loads, with a card.
-
-    A LoRA model is saved as its adapter and, when ``model.lora.merge`` is set, merged into a
-    fresh copy of the base weights (on CPU, whatever the ZeRO stage), so the folder is a plain
-    model again.
-    """
-    lora = job.config.model.lora
-    if lora.enabled:
-        adapter = out.parent / "adapter"
-        module.save_pretrained(str(adapter), state_dict=state_dict)
-        if lora.merge:
-            from peft import PeftModel
-
-            from valign_ray.models import load_model
-
-            merged = PeftModel.from_pretrained(load_model(job.model_path), str(adapter))
-            merged.merge_and_unload().save_pretrained(str(out))
-        else:
-            shutil.copytree(adapter, out)
-    else:
-        module.save_pretrained(str(out), state_dict=state_dict)
-    tokenizer.save_pretrained(str(out))
-    (out / "README.md").write_text(_model_card(job, metrics))
-    return out
-
-
-def _model_card(job: TrainJob, metrics: dict[str, float]) -> str:
-    from valign_ray.config import public_config_dict
-
-    cfg = job.config
-    lines = [
-        f"# {cfg.name}: {cfg.loss.name.upper()} on survey-weighted data (valign-ray)",
-        "",
-        f"- base model: `{job.model_path}`",
-        f"- loss: {cfg.loss.name}, beta {cfg.loss.beta}; LoRA: {cfg.model.lora.enabled}",
-        f"- training: {cfg.train.epochs} epochs, lr {cfg.train.lr}, ZeRO-{cfg.train.zero_stage}, "
-        f"{cfg.train.num_workers} workers, survey weights {'on' if cfg.train.weighted else 'off'}",
-        "",
-        "## Dataset card",
-        "```json",
-        json.dumps(job.dataset_card or {}, indent=2),
-        "```",
-        "## Final training metrics",
-        "```json",
-        json.dumps({k: round(v, 6) for k, v in metrics.items()}, indent=2),
-        "```",
-        "## Config",
-        "```json",
-        json.dumps(public_config_dict(cfg), indent=2),
-        "```",
-    ]
-    return "\n".join(lines) + "\n"

@@ -1,0 +1,236 @@
+"""The survey stages: ingest (or generate, or import), weight, and the constitution.
+
+Each writes its outputs through the run layout and returns a typed result; the canonical
+tables go to ``survey/tables/`` so that later stages (and reruns that skip this one) read them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from valign_ray.provenance import file_hash
+from valign_ray.results import ConstitutionResult, SurveyResult, WeightingResult
+from valign_ray.run_layout import write_parquet_atomic, write_text_atomic
+from valign_ray.stages.base import Stage, StageContext
+
+TABLES = ("respondents", "answers", "items", "candidates")
+
+
+def _save_tables(ctx: StageContext, tables: dict[str, pl.DataFrame]) -> None:
+    for name in TABLES:
+        write_parquet_atomic(tables[name], ctx.layout.survey_table(name))
+
+
+def run_survey(ctx: StageContext) -> SurveyResult:
+    """Get the survey as files (generating the synthetic one), then ingest them for real."""
+    from valign_ray.survey.ingest import ingest_survey
+    from valign_ray.survey.instrument import load_instrument
+
+    cfg = ctx.cfg.survey
+    if cfg.source == "polis":
+        return _import_polis(ctx)
+    if cfg.source == "synthetic":
+        paths = _write_synthetic(ctx)
+    else:
+        paths = (Path(cfg.files.instrument), Path(cfg.files.respondents), Path(cfg.files.answers))
+    inst = load_instrument(paths[0])
+    result = ingest_survey(
+        inst,
+        paths[1],
+        paths[2],
+        quarantine_dir=ctx.layout.survey_dir,
+        salt=cfg.salt,
+        strict=cfg.strict,
+    )
+    print(result.format_counts(), flush=True)
+    _save_tables(
+        ctx,
+        dict(
+            respondents=result.respondents,
+            answers=result.answers,
+            items=inst.items_table(),
+            candidates=inst.candidates_table(),
+        ),
+    )
+    counts = {
+        role: {k: v for k, v in c.items() if k != "source"} for role, c in result.counts.items()
+    }
+    return SurveyResult(source=cfg.source, counts=counts)
+
+
+def _write_synthetic(ctx: StageContext) -> tuple[Path, Path, Path]:
+    from valign_ray.survey.instrument import Instrument, save_instrument
+    from valign_ray.survey.margins import load_margins
+    from valign_ray.survey.synthetic import generate_synthetic
+
+    cfg = ctx.cfg
+    survey = generate_synthetic(
+        cfg.survey.synthetic,
+        load_margins(cfg.weighting.margins),
+        variables=cfg.weighting.variables,
+    )
+    raw = ctx.layout.raw_survey_dir
+    raw.mkdir(parents=True, exist_ok=True)
+    inst = Instrument.from_tables("synthetic", survey.demographics, survey.items, survey.candidates)
+    save_instrument(inst, raw / "instrument.yaml")
+    survey.respondents.write_csv(raw / "respondents.csv")
+    survey.answers.write_csv(raw / "answers.csv")
+    write_parquet_atomic(survey.truth, ctx.layout.truth)
+    return raw / "instrument.yaml", raw / "respondents.csv", raw / "answers.csv"
+
+
+def _import_polis(ctx: StageContext) -> SurveyResult:
+    from valign_ray.survey.polis import import_polis
+
+    imported = import_polis(ctx.cfg.survey.polis_dir, salt=ctx.cfg.survey.salt)
+    write_text_atomic(ctx.layout.polis_report, json.dumps(imported.report, indent=2, default=str))
+    print(f"Polis import: {json.dumps(imported.report, default=str)[:400]}", flush=True)
+    _save_tables(
+        ctx,
+        dict(
+            respondents=imported.respondents,
+            answers=imported.answers,
+            items=imported.items,
+            candidates=imported.candidates,
+        ),
+    )
+    return SurveyResult(source="polis", report=imported.report)
+
+
+def survey_inputs(ctx: StageContext) -> dict[str, Any]:
+    """The survey section (the salt only as a hash) and the content of the input files."""
+    from valign_ray.config_loader import to_dict
+
+    cfg = ctx.cfg
+    section = to_dict(cfg.survey)
+    section["salt"] = hashlib.sha256(cfg.survey.salt.encode()).hexdigest()[:16]
+    files: dict[str, str] = {}
+    if cfg.survey.source == "files":
+        files = {f"survey.files.{k}": getattr(cfg.survey.files, k) for k in TABLES[:2]}
+        files["survey.files.instrument"] = cfg.survey.files.instrument
+    elif cfg.survey.source == "polis":
+        files = {"survey.polis_dir": cfg.survey.polis_dir}
+    else:  # the generator draws demographics from the margins
+        files = {"weighting.margins": cfg.weighting.margins}
+        section["variables"] = list(cfg.weighting.variables)
+    hashes = {k: file_hash(v) for k, v in files.items()}
+    ctx.input_files.update(hashes)
+    return {"survey": section, "files": hashes}
+
+
+def run_weights(ctx: StageContext) -> WeightingResult:
+    """Rake respondents to the population margins (or weight 1 when weighting is off)."""
+    from valign_ray.survey.margins import load_margins, select_margins
+    from valign_ray.survey.weighting import diagnostics_to_dict, format_diagnostics, rake_to_margins
+
+    wcfg, resp = ctx.cfg.weighting, ctx.survey_table("respondents")
+    if not wcfg.enabled:
+        write_parquet_atomic(
+            resp.select("respondent_id", pl.lit(1.0).alias("weight")), ctx.layout.weights
+        )
+        print("weighting disabled: every respondent weighs 1", flush=True)
+        return WeightingResult(method="none", n=resp.height, ess=float(resp.height))
+    margins = select_margins(load_margins(wcfg.margins), list(wcfg.variables))
+    result = rake_to_margins(
+        resp,
+        margins,
+        base_weight="base_weight" if "base_weight" in resp.columns else None,
+        tol=wcfg.tol,
+        max_iter=wcfg.max_iter,
+        trim_max=wcfg.trim_max,
+    )
+    print(format_diagnostics(result.diagnostics), flush=True)
+    diag = diagnostics_to_dict(result.diagnostics)
+    write_text_atomic(ctx.layout.weight_diagnostics, json.dumps(diag, indent=2) + "\n")
+    # Weights are respondent-level: kept in the run directory, never logged to W&B.
+    write_parquet_atomic(result.respondents.select("respondent_id", "weight"), ctx.layout.weights)
+    return WeightingResult(
+        **{k: diag[k] for k in ("method", "n", "ess", "deff", "weight_min", "weight_max")}
+    )
+
+
+def weights_inputs(ctx: StageContext) -> dict[str, Any]:
+    from valign_ray.config_loader import to_dict
+
+    w = ctx.cfg.weighting
+    hashes = {"weighting.margins": file_hash(w.margins)} if w.enabled else {}
+    ctx.input_files.update(hashes)
+    return {"weighting": to_dict(w), "files": hashes}
+
+
+def run_constitution(ctx: StageContext) -> ConstitutionResult:
+    """Statements with weighted consensus across groups -> ``constitution.yaml``."""
+    from valign_ray.survey.constitution import build_constitution
+
+    ccfg, items = ctx.cfg.constitution, ctx.survey_table("items")
+    if not ccfg.enabled or not (items["kind"] == "statement").any():
+        print("no constitution: disabled or the survey has no statements", flush=True)
+        return ConstitutionResult(principles=0, skipped="disabled or no statements")
+    respondents = ctx.weighted_respondents()
+    group_col = ccfg.group_column or (
+        "group" if "group" in respondents.columns else ctx.cfg.data.group_column
+    )
+    const = build_constitution(
+        items,
+        ctx.survey_table("answers"),
+        respondents,
+        group_col=group_col,
+        weight_col="weight",
+        threshold=ccfg.threshold,
+        min_votes_per_group=ccfg.min_votes_per_group,
+    )
+    const.to_yaml(ctx.layout.constitution)
+    top = "\n".join(
+        f"  {p.rank}. [{p.item_id}] {p.text[:70]}  "
+        + " ".join(f"{g}:{v:.2f}" for g, v in p.support.items())
+        for p in const.principles[:5]
+    )
+    print(f"constitution: {len(const.principles)} principles by {group_col}\n{top}")
+    return ConstitutionResult(
+        principles=len(const.principles), group_column=group_col, groups=list(const.groups)
+    )
+
+
+def _constitution_outputs(ctx: StageContext) -> list[Path]:
+    result = ctx.results.get("constitution")
+    return [] if result is None or result.skipped else [ctx.layout.constitution]
+
+
+def _cfg_section(*names: str) -> Any:
+    from valign_ray.config_loader import to_dict
+
+    return lambda ctx: {n: to_dict(getattr(ctx.cfg, n)) for n in names}
+
+
+SURVEY = Stage(
+    "survey",
+    "survey",
+    run_survey,
+    survey_inputs,
+    upstream=(),
+    outputs=lambda ctx: [ctx.layout.survey_table(t) for t in TABLES],
+)
+WEIGHTS = Stage(
+    "weights",
+    "weighting",
+    run_weights,
+    weights_inputs,
+    upstream=("survey",),
+    outputs=lambda ctx: [ctx.layout.weights],
+)
+CONSTITUTION = Stage(
+    "constitution",
+    "constitution",
+    run_constitution,
+    lambda ctx: {
+        "constitution": _cfg_section("constitution")(ctx)["constitution"],
+        "group_column": ctx.cfg.data.group_column,
+    },
+    upstream=("weights",),
+    outputs=_constitution_outputs,
+)

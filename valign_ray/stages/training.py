@@ -1,0 +1,282 @@
+"""The training stages: datasets (Ray Data), base model, reference log-probs (Ray Data actors,
+cached), training (Ray Train + DeepSpeed) and the held-out evaluation.
+
+What differs between methods comes from the method's :class:`~valign_ray.methods.base.Method`:
+no stage branches on a method's name.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from valign_ray.config_loader import to_dict
+from valign_ray.methods import get_method
+from valign_ray.provenance import file_hash
+from valign_ray.results import (
+    DatasetsResult,
+    EvalResult,
+    ModelResult,
+    ReferenceResult,
+    TrainResult,
+)
+from valign_ray.run_layout import write_parquet_atomic
+from valign_ray.stages.base import Stage, StageContext
+
+# Keys that only steer how a run is supervised: they may change between a run and its resume.
+STEERING_KEYS = ("max_failures", "report_every", "checkpoint_every")
+
+
+def run_datasets(ctx: StageContext) -> DatasetsResult:
+    """Split by respondent and item; build the method's training rows (Ray Data); cards."""
+    from valign_ray.data import builders
+    from valign_ray.data.cards import dataset_card, write_card
+    from valign_ray.data.splits import split_respondents_items
+    from valign_ray.distributed.data import map_answers_ray
+    from valign_ray.distributed.session import init_ray
+    from valign_ray.methods.base import RowInputs
+
+    cfg, layout = ctx.cfg, ctx.layout
+    method = get_method(cfg.loss.name)
+    init_ray(cfg.ray)
+    splits = split_respondents_items(
+        ctx.survey_table("answers"),
+        holdout_respondents=cfg.data.holdout_respondents,
+        holdout_items=cfg.data.holdout_items,
+        seed=cfg.data.split_seed,
+    )
+    for name, part in splits.items():
+        write_parquet_atomic(part, layout.answers_split(name))
+    inputs = RowInputs(
+        cfg=cfg,
+        answers=splits["train"],
+        items=ctx.survey_table("items"),
+        candidates=ctx.survey_table("candidates"),
+        respondents=ctx.weighted_respondents(),
+        map_answers=map_answers_ray(layout.answers_split("train")),
+    )
+    rows = method.build_rows(inputs)
+    write_parquet_atomic(rows, layout.rows(method.name))  # exactly the rows training sees
+    card = dataset_card(rows, f"{method.name}-train", label_column=method.label_column)
+    write_card(card, layout.rows_dir(method.name))
+    eval_pairs = None
+    if cfg.data.answers == "ratings":
+        heldout = builders.build_dpo_pairs(splits["heldout_respondents"], **inputs.lookups)
+        write_parquet_atomic(heldout, layout.eval_pairs)
+        eval_pairs = heldout.height
+    return DatasetsResult(
+        method=method.name,
+        train_rows=rows.height,
+        train_ess=card["ess"],
+        answers={k: v.height for k, v in splits.items()},
+        eval_pairs=eval_pairs,
+    )
+
+
+def _datasets_inputs(ctx: StageContext) -> dict[str, Any]:
+    method = get_method(ctx.cfg.loss.name)
+    return {
+        "data": to_dict(ctx.cfg.data),
+        "method": method.name,
+        "loss": {k: to_dict(getattr(ctx.cfg.loss, k)) for k in method.data_keys},
+    }
+
+
+def _datasets_outputs(ctx: StageContext) -> list[Path]:
+    out = [ctx.layout.rows(get_method(ctx.cfg.loss.name).name), ctx.layout.answers_split("train")]
+    return out + ([ctx.layout.eval_pairs] if ctx.cfg.data.answers == "ratings" else [])
+
+
+def base_model_path(ctx: StageContext) -> Path:
+    path = ctx.cfg.model.path
+    return Path(path) if path is not None else ctx.layout.base_model
+
+
+def run_model(ctx: StageContext) -> ModelResult:
+    """The base model: a local folder, or the tiny one built from the survey's own text."""
+    from valign_ray.models import build_tiny_model, count_parameters, load_model
+
+    cfg = ctx.cfg.model
+    path = base_model_path(ctx)
+    if cfg.path is None:
+        texts = (
+            ctx.survey_table("items")["text"].to_list()
+            + ctx.survey_table("candidates")["text"].to_list()
+        )
+        build_tiny_model(path, texts, cfg.tiny)
+    n = count_parameters(load_model(path))
+    print(f"base model {path}: {n / 1e6:.2f} M parameters", flush=True)
+    return ModelResult(path=str(path), parameters=n)
+
+
+def _model_inputs(ctx: StageContext) -> dict[str, Any]:
+    cfg = ctx.cfg.model
+    if cfg.path is None:  # built from the survey text (the survey stage is upstream)
+        return {"tiny": to_dict(cfg.tiny)}
+    ctx.input_files["model.path"] = file_hash(cfg.path)
+    return {"path": ctx.input_files["model.path"]}
+
+
+def reference_key(ctx: StageContext, rows: pl.DataFrame) -> str:
+    """Keyed on the texts scored, not on weights or groups: weighted and unweighted runs (and
+    every sweep trial) share one entry."""
+    from valign_ray.train.reference import cache_key, frame_fingerprint, model_fingerprint
+
+    method = get_method(ctx.cfg.loss.name)
+    texts = sorted({"prompt", *(c for c, _ in method.reference)})
+    return cache_key(
+        model_fingerprint(base_model_path(ctx)),
+        frame_fingerprint(rows.select(texts)),
+        method.name,
+        ctx.cfg.data.max_length,
+    )
+
+
+def run_reference(ctx: StageContext) -> ReferenceResult:
+    """Reference log-probs by Ray Data batch inference, cached by (model, texts, tokenisation)."""
+    from valign_ray.distributed.data import score_reference_ray
+
+    method = get_method(ctx.cfg.loss.name)
+    if not method.reference:
+        return ReferenceResult(cache="not needed")
+    rows = pl.read_parquet(ctx.layout.rows(method.name))
+    key = reference_key(ctx, rows)
+    path = ctx.layout.reference_cache(key)
+    hit = path.exists()
+    if not hit:
+        scored = score_reference_ray(
+            rows,
+            str(base_model_path(ctx)),
+            method.reference,
+            max_length=ctx.cfg.data.max_length,
+        )
+        write_parquet_atomic(scored.select(method.reference_columns), path)
+    print(f"reference cache {'hit' if hit else 'miss (computed)'}: {path.name}", flush=True)
+    return ReferenceResult(cache="hit" if hit else "miss", key=key)
+
+
+def scored_rows(ctx: StageContext) -> pl.DataFrame:
+    """The training rows with their reference columns (same texts, same order: the cached
+    columns line up row by row)."""
+    method = get_method(ctx.cfg.loss.name)
+    rows = pl.read_parquet(ctx.layout.rows(method.name))
+    ref = ctx.results["reference"]
+    if ref.key is None:
+        return rows
+    return rows.hstack(pl.read_parquet(ctx.layout.reference_cache(ref.key)))
+
+
+def _reference_outputs(ctx: StageContext) -> list[Path]:
+    ref = ctx.results.get("reference")
+    return [ctx.layout.reference_cache(ref.key)] if ref is not None and ref.key else []
+
+
+def run_train(ctx: StageContext) -> TrainResult:
+    """Ray Train + DeepSpeed; the final checkpoint's Hugging Face export becomes ``model/``."""
+    from valign_ray.distributed.trainer import fit
+    from valign_ray.provenance import manifest
+    from valign_ray.train.worker import HF_EXPORT, TrainJob
+
+    layout = ctx.layout
+    job = TrainJob(
+        config=ctx.cfg,
+        model_path=str(base_model_path(ctx).resolve()),
+        wandb_dir=str(layout.wandb_dir.resolve()),
+        metrics_path=str(layout.train_metrics.resolve()),
+        dataset_card=ctx.results["datasets"].to_json(),
+        manifest=manifest(ctx.input_files),
+    )
+    # Same inputs -> same name -> Ray Train resumes an interrupted run from its latest
+    # checkpoint; anything different starts afresh beside it.
+    name = f"train-{ctx.fingerprints['train'][:10]}"
+    print(f"training run {name} (rerun the same command to resume it)", flush=True)
+    result = fit(job, scored_rows(ctx), storage_path=layout.ray_train, name=name)
+    shutil.rmtree(layout.checkpoint, ignore_errors=True)
+    result.checkpoint.to_directory(str(layout.checkpoint))
+    shutil.rmtree(layout.model, ignore_errors=True)
+    shutil.copytree(layout.checkpoint / HF_EXPORT, layout.model)
+    metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)}
+    return TrainResult(metrics=metrics, model_path=str(layout.model))
+
+
+def _train_inputs(ctx: StageContext) -> dict[str, Any]:
+    train = {k: v for k, v in to_dict(ctx.cfg.train).items() if k not in STEERING_KEYS}
+    return {"train": train, "loss": to_dict(ctx.cfg.loss), "lora": to_dict(ctx.cfg.model.lora)}
+
+
+def run_eval(ctx: StageContext) -> EvalResult:
+    """Held-out respondents: weighted preference accuracy and margin (or Likert A per group),
+    base vs aligned."""
+    from valign_ray.eval.heldout import evaluate_pairs
+    from valign_ray.models import load_model, load_tokenizer
+
+    cfg, layout = ctx.cfg, ctx.layout
+    base = base_model_path(ctx)
+    tok = load_tokenizer(base)
+    models = {}
+    for name, path in (("base", base), ("aligned", layout.model)):
+        model = load_model(path)
+        if cfg.data.answers == "likert":
+            from valign_ray.data.likert import POLIS_OPTIONS
+            from valign_ray.eval.likert import evaluate_likert
+
+            models[name] = evaluate_likert(
+                model,
+                tok,
+                ctx.survey_table("items"),
+                pl.read_parquet(layout.answers_split("heldout_respondents")),
+                ctx.weighted_respondents(),
+                options=dict(cfg.data.likert_options or POLIS_OPTIONS),
+                group_column=cfg.data.group_column,
+                max_length=cfg.data.max_length,
+            )
+        else:
+            models[name] = evaluate_pairs(
+                model,
+                tok,
+                pl.read_parquet(layout.eval_pairs),
+                max_length=cfg.data.max_length,
+                batch_size=cfg.eval.batch_size,
+            )
+    return EvalResult(models=json.loads(json.dumps(models)))
+
+
+DATASETS = Stage(
+    "datasets", "datasets", run_datasets, _datasets_inputs, ("weights",), _datasets_outputs
+)
+MODEL = Stage(
+    "model",
+    "model",
+    run_model,
+    _model_inputs,
+    ("survey",),
+    lambda ctx: [base_model_path(ctx) / "config.json"],
+)
+REFERENCE = Stage(
+    "reference",
+    "reference",
+    run_reference,
+    lambda ctx: {"max_length": ctx.cfg.data.max_length, "method": ctx.cfg.loss.name},
+    ("datasets", "model"),
+    _reference_outputs,
+)
+TRAIN = Stage(
+    "train",
+    "train",
+    run_train,
+    _train_inputs,
+    ("datasets", "model", "reference"),
+    lambda ctx: [ctx.layout.model / "config.json"],
+)
+EVAL = Stage(
+    "eval",
+    "eval",
+    run_eval,
+    lambda ctx: {"eval": to_dict(ctx.cfg.eval), "max_length": ctx.cfg.data.max_length},
+    ("train", "datasets"),
+    lambda ctx: [],
+)
