@@ -16,8 +16,9 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from valign_ray.survey.ingest import REASONS, ingest_survey
+from valign_ray.survey.ingest import ingest_survey
 from valign_ray.survey.instrument import Instrument, load_instrument, save_instrument
+from valign_ray.survey.row_checks import REASONS
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "examples"
 RESPONDENTS, ANSWERS = EXAMPLES / "respondents.csv", EXAMPLES / "answers.csv"

@@ -257,7 +257,7 @@ def test_report_of_a_synthetic_run_with_every_input(tmp_path: Path) -> None:
 
 
 def test_likert_eval_and_polis_survey_shapes(tmp_path: Path) -> None:
-    """A likert run keeps A per group inside each model's entry (data/likert.py) and a Polis
+    """A likert run keeps A per group inside each model's entry (eval/likert.py) and a Polis
     import puts its own report in summary.json survey; lists there show as lengths only."""
     (tmp_path / "config.yaml").write_text("name: polis\nwandb:\n  enabled: false\n")
     likert = {

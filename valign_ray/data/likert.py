@@ -1,18 +1,17 @@
-"""Likert answers (agreement with statements; Polis votes) as KTO rows and as an evaluation.
+"""Likert answers (agreement with statements; Polis votes) as KTO rows.
 
 A statement is asked with the same template the evaluation scores
 (:data:`valign_ray.eval.preferences.DEFAULT_LIKERT_TEMPLATE`): the option a respondent chose is a
 desirable completion, the other modelled options undesirable ones. Trained this way, the
 model's probability of each option moves towards the weighted share choosing it. Answers whose
 value is not a modelled option (e.g. Polis "pass") are counted and left out, never hidden.
+The evaluation against the same answers is :func:`valign_ray.eval.likert.evaluate_likert`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
-import numpy as np
 import polars as pl
 
 from valign_ray.data.builders import KTO_SCHEMA, mismatched_completions
@@ -66,57 +65,3 @@ def build_likert_kto_rows(
         raise ValueError("likert answers reference unknown items or respondents")
     rows = rows.with_columns(mismatched_completions(rows["item_id"], rows["completion"]))
     return rows.select(list(KTO_SCHEMA)).cast(KTO_SCHEMA)
-
-
-def evaluate_likert(
-    model: Any,
-    tokenizer: Any,
-    items: pl.DataFrame,
-    answers: pl.DataFrame,
-    respondents: pl.DataFrame,
-    *,
-    options: Mapping[int, str],
-    group_column: str | None,
-    max_length: int,
-    template: str = DEFAULT_LIKERT_TEMPLATE,
-) -> dict[str, Any]:
-    """Representativeness A = 1 - W1/(K-1) of the model's option distribution against the
-    weighted answers, for everyone and per group (worst group, spread)."""
-    from valign_ray.eval.metrics import group_representativeness
-    from valign_ray.eval.preferences import likert_distribution
-
-    kept, left_out = likert_answers(answers, options)
-    codes = {v: i + 1 for i, v in enumerate(sorted(options))}  # option values -> 1..K
-    kept = kept.with_columns(pl.col("value").replace_strict(codes, return_dtype=pl.Int64))
-    statements = items.filter(pl.col("item_id").is_in(kept["item_id"].unique().to_list()))
-    dist = likert_distribution(
-        model,
-        tokenizer,
-        statements["text"].to_list(),
-        [options[v] for v in sorted(options)],
-        template=template,
-        max_length=max_length,
-    )
-    model_dist = dict(zip(statements["item_id"].to_list(), dist, strict=True))
-    overall = group_representativeness(model_dist, kept, respondents, None)
-    out: dict[str, Any] = {
-        "A_population": float(overall["representativeness"][0]),
-        "n_items": statements.height,
-        "answers_left_out": left_out,
-        "mean_p_agree": float(np.mean(dist[:, -1])),
-    }
-    if group_column is not None:
-        resp = respondents.filter(pl.col(group_column).is_not_null())
-        table = group_representativeness(
-            model_dist,
-            kept.filter(pl.col("respondent_id").is_in(resp["respondent_id"])),
-            resp,
-            group_column,
-        )
-        groups = dict(
-            zip(table["group"].to_list(), table["representativeness"].to_list(), strict=True)
-        )
-        out["groups"] = groups
-        out["worst_group"] = min(groups.values())
-        out["spread"] = max(groups.values()) - min(groups.values())
-    return out

@@ -167,16 +167,56 @@ def build_constitution(
     report); anything inconsistent (unknown respondent or item, duplicate or out-of-range
     answer) raises ValueError.
     """
+    _check_settings(threshold, smoothing, min_votes_per_group)
+    _require(items, "items", ("item_id", "kind", "text", "n_options"))
+    _require(answers, "answers", ("respondent_id", "item_id", "kind", "value"))
+    _require(respondents, "respondents", ("respondent_id", group_col))
+
+    statements = _statements(items, agree_min)
+    people, weighted = _respondent_weights(respondents, group_col, weight_col)
+    likert = _statement_answers(answers, statements)
+    joined = _weighted_answers(likert, statements, people)
+    groups = tuple(sorted(people["_group"].drop_nulls().unique().to_list()))
+    if not groups:
+        raise ValueError(f"respondents: column {group_col!r} has no non-null group")
+
+    scored, ineligible, below = _score_statements(
+        statements, joined, groups, threshold, min_votes_per_group, smoothing
+    )
+    principles = _ranked(scored)
+    return Constitution(
+        principles=principles,
+        groups=groups,
+        group_col=group_col,
+        threshold=threshold,
+        min_votes_per_group=min_votes_per_group,
+        weighted=weighted,
+        smoothing=smoothing,
+        report={
+            "statements": {
+                "considered": statements.height,
+                "kept": len(principles),
+                "below_threshold": len(below),
+                "ineligible": len(ineligible),
+            },
+            "ineligible": ineligible,
+            "below_threshold_ids": below,
+            **_answer_counts(people, joined, answers, likert),
+        },
+    )
+
+
+def _check_settings(threshold: float, smoothing: float, min_votes_per_group: int) -> None:
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold={threshold}: must be in (0, 1]")
     if smoothing < 0:
         raise ValueError(f"smoothing={smoothing}: must be >= 0")
     if min_votes_per_group < 1:
         raise ValueError(f"min_votes_per_group={min_votes_per_group}: must be >= 1")
-    _require(items, "items", ("item_id", "kind", "text", "n_options"))
-    _require(answers, "answers", ("respondent_id", "item_id", "kind", "value"))
-    _require(respondents, "respondents", ("respondent_id", group_col))
 
+
+def _statements(items: pl.DataFrame, agree_min: int | None) -> pl.DataFrame:
+    """The statement items with their ``_agree_min``, which must be one of their options."""
     statements = items.filter(pl.col("kind") == "statement").select(
         "item_id",
         "text",
@@ -198,8 +238,11 @@ def build_constitution(
             f"items: item {row['item_id']!r} has n_options={row['n_options']}: "
             f"agree_min={row['_agree_min']} is not one of its options"
         )
+    return statements
 
-    people, weighted = _respondent_weights(respondents, group_col, weight_col)
+
+def _statement_answers(answers: pl.DataFrame, statements: pl.DataFrame) -> pl.DataFrame:
+    """The likert answers to the statements; a likert answer to any other item is an error."""
     is_ours = (pl.col("kind") == "likert") & pl.col("item_id").is_in(
         statements["item_id"].implode()
     )
@@ -212,6 +255,13 @@ def build_constitution(
     if likert.select(pl.struct("respondent_id", "item_id").is_duplicated().any()).item():
         dup = likert.filter(pl.struct("respondent_id", "item_id").is_duplicated()).row(0)
         raise ValueError(f"answers: respondent {dup[0]!r} answered item {dup[1]!r} more than once")
+    return likert
+
+
+def _weighted_answers(
+    likert: pl.DataFrame, statements: pl.DataFrame, people: pl.DataFrame
+) -> pl.DataFrame:
+    """Each answer with its statement, respondent group ``_group``, ``_w`` and ``_w_agree``."""
     # Left order kept so that the first bad row reported is the first in the input.
     joined = likert.join(statements, on="item_id", maintain_order="left").join(
         people, on="respondent_id", how="left", maintain_order="left"
@@ -226,68 +276,88 @@ def build_constitution(
             f"answers: respondent {row['respondent_id']!r}, item {row['item_id']!r}: "
             f"value {row['value']} outside 1..{row['n_options']}"
         )
-
-    joined = joined.with_columns(
+    return joined.with_columns(
         (pl.col("_w") * (pl.col("value") >= pl.col("_agree_min"))).alias("_w_agree")
     )
 
-    def shares(frame: pl.DataFrame, by: list[str]) -> pl.DataFrame:
-        return frame.group_by(by).agg(
-            pl.len().alias("n"),
-            pl.col("_w_agree").sum().alias("w_agree"),
-            pl.col("_w").sum().alias("w"),
-            (pl.col("_w_agree").sum() / pl.col("_w").sum()).alias("support"),
-        )
 
-    groups = tuple(sorted(people["_group"].drop_nulls().unique().to_list()))
-    if not groups:
-        raise ValueError(f"respondents: column {group_col!r} has no non-null group")
-    per_group = shares(joined.filter(pl.col("_group").is_not_null()), ["item_id", "_group"])
-    overall = shares(joined, ["item_id"])
+def _shares(frame: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    """Answer count ``n``, weights ``w_agree`` and ``w``, and ``support = w_agree / w`` by key."""
+    return frame.group_by(by).agg(
+        pl.len().alias("n"),
+        pl.col("_w_agree").sum().alias("w_agree"),
+        pl.col("_w").sum().alias("w"),
+        (pl.col("_w_agree").sum() / pl.col("_w").sum()).alias("support"),
+    )
+
+
+def _score_statements(
+    statements: pl.DataFrame,
+    joined: pl.DataFrame,
+    groups: tuple[str, ...],
+    threshold: float,
+    min_votes_per_group: int,
+    smoothing: float,
+) -> tuple[list[tuple], list[dict[str, Any]], list[str]]:
+    """Sort the statements into scored (consensus first), ineligible and below threshold."""
+    per_group = _shares(joined.filter(pl.col("_group").is_not_null()), ["item_id", "_group"])
     lookup = {(r["item_id"], r["_group"]): r for r in per_group.iter_rows(named=True)}
-    overall_of = {r["item_id"]: r for r in overall.iter_rows(named=True)}
-
+    overall_of = {r["item_id"]: r for r in _shares(joined, ["item_id"]).iter_rows(named=True)}
     scored, ineligible, below = [], [], []
     for item_id, text in statements.select("item_id", "text").iter_rows():
         n = {g: lookup[(item_id, g)]["n"] if (item_id, g) in lookup else 0 for g in groups}
         support = {g: lookup[(item_id, g)]["support"] if n[g] else None for g in groups}
-        short = {g: k for g, k in n.items() if k < min_votes_per_group}
-        # A group whose answerers all weigh 0 has no share to speak of: ineligible too.
-        short |= {g: n[g] for g, s in support.items() if s is not None and s != s}
+        short = _short_groups(n, support, min_votes_per_group)
         if short:
             ineligible.append({"item_id": item_id, "short_groups": short})
             continue
         if min(support.values()) < threshold:
             below.append(item_id)
             continue
-        consensus = 1.0
-        for g in groups:
-            cell = lookup[(item_id, g)]
-            consensus *= (cell["w_agree"] + smoothing) / (cell["w"] + 2 * smoothing)
+        consensus = _consensus([lookup[(item_id, g)] for g in groups], smoothing)
         ov = overall_of[item_id]
         scored.append((consensus, ov["support"], item_id, text, support, n, ov["n"]))
+    return scored, ineligible, below
 
-    # Ties broken by overall support, then id, so the ranking never depends on input order.
-    scored.sort(key=lambda t: (-t[0], -t[1], t[2]))
-    principles = tuple(
+
+def _short_groups(
+    n: dict[str, int], support: dict[str, float | None], min_votes_per_group: int
+) -> dict[str, int]:
+    """The groups that make a statement ineligible, with their answer counts."""
+    short = {g: k for g, k in n.items() if k < min_votes_per_group}
+    # A group whose answerers all weigh 0 has no share to speak of: ineligible too.
+    short |= {g: n[g] for g, s in support.items() if s is not None and s != s}
+    return short
+
+
+def _consensus(cells: list[dict[str, Any]], smoothing: float) -> float:
+    """``prod_g (W_agree_g + a) / (W_g + 2a)`` over one statement's group cells, in group order."""
+    consensus = 1.0
+    for cell in cells:
+        consensus *= (cell["w_agree"] + smoothing) / (cell["w"] + 2 * smoothing)
+    return consensus
+
+
+def _ranked(scored: list[tuple]) -> tuple[Principle, ...]:
+    """Principles by consensus; ties broken by overall support, then id, so the ranking never
+    depends on input order."""
+    scored = sorted(scored, key=lambda t: (-t[0], -t[1], t[2]))
+    return tuple(
         Principle(item_id, text, rank, consensus, support, n, ov_support, ov_n)
         for rank, (consensus, ov_support, item_id, text, support, n, ov_n) in enumerate(
             scored, start=1
         )
     )
-    no_group = people.filter(pl.col("_group").is_null())
-    report = {
-        "statements": {
-            "considered": statements.height,
-            "kept": len(principles),
-            "below_threshold": len(below),
-            "ineligible": len(ineligible),
-        },
-        "ineligible": ineligible,
-        "below_threshold_ids": below,
+
+
+def _answer_counts(
+    people: pl.DataFrame, joined: pl.DataFrame, answers: pl.DataFrame, likert: pl.DataFrame
+) -> dict[str, Any]:
+    """The report's ``respondents`` and ``answers`` sections."""
+    return {
         "respondents": {
             "total": people.height,
-            "without_group": no_group.height,
+            "without_group": people.filter(pl.col("_group").is_null()).height,
             "answers_without_group": int(joined["_group"].is_null().sum()),
         },
         "answers": {
@@ -295,13 +365,3 @@ def build_constitution(
             "not_likert_statement": answers.height - likert.height,
         },
     }
-    return Constitution(
-        principles=principles,
-        groups=groups,
-        group_col=group_col,
-        threshold=threshold,
-        min_votes_per_group=min_votes_per_group,
-        weighted=weighted,
-        smoothing=smoothing,
-        report=report,
-    )

@@ -227,11 +227,40 @@ def import_polis(export_dir: str | Path, *, salt: str) -> PolisImport:
     if not salt:
         raise ValueError("salt: must be a non-empty secret (Polis ids are small integers)")
     export_dir = Path(export_dir)
-    comments_path = export_dir / "comments.csv"
+    comments = _read_comments(export_dir / "comments.csv")
     matrix_path = export_dir / "participants-votes.csv"
-    log_path = export_dir / "votes.csv"
+    matrix_raw = _read_participants(matrix_path)
+    source, votes, superseded, cross_check = _canonical_votes(
+        matrix_raw, matrix_path, export_dir / "votes.csv"
+    )
+    kept_votes, excluded = _votes_on_kept_statements(votes, comments, superseded)
+    people, not_in_matrix = _people(matrix_raw, votes, salt, export_dir)
+    respondents = people.select("respondent_id", "group")
+    items = _items(comments)
+    answers = _answers(kept_votes, people)
+    report: dict[str, Any] = {
+        "export_dir": str(export_dir),
+        "vote_source": source,
+        "statements": _statement_counts(comments, items),
+        "votes": {
+            "in": votes.height + superseded,
+            "kept": answers.height,
+            "excluded": excluded,
+        },
+        "participants": _participant_counts(respondents, not_in_matrix),
+        "cross_check": cross_check,
+    }
+    return PolisImport(
+        respondents=respondents,
+        items=items,
+        candidates=pl.DataFrame(schema=_CANDIDATE_SCHEMA),
+        answers=answers,
+        report=report,
+    )
 
-    comments = _read_comments(comments_path)
+
+def _read_participants(matrix_path: Path) -> pl.DataFrame:
+    """``participants-votes.csv`` as text, with participant and group ids stripped."""
     matrix_raw = _read_csv(matrix_path, PARTICIPANTS_COLUMNS).with_columns(
         pl.col("participant").str.strip_chars(), pl.col("group-id").str.strip_chars()
     )
@@ -240,29 +269,47 @@ def import_polis(export_dir: str | Path, *, salt: str) -> PolisImport:
     dup = matrix_raw.filter(pl.col("participant").is_duplicated())["participant"].unique()
     if dup.len():
         raise ValueError(f"{matrix_path}: duplicated participant(s) {dup.head(10).to_list()}")
+    return matrix_raw
+
+
+def _canonical_votes(
+    matrix_raw: pl.DataFrame, matrix_path: Path, log_path: Path
+) -> tuple[str, pl.DataFrame, int, dict[str, int]]:
+    """The vote source's name, its votes, the superseded revotes and the cross-check counts.
+
+    The log wins when present (see module), after it is checked against the matrix.
+    """
     matrix_votes = _votes_from_matrix(matrix_raw, matrix_path)
+    if not log_path.is_file():
+        return "participants-votes.csv", matrix_votes, 0, {"cells_compared": 0, "mismatches": 0}
+    votes, superseded = _votes_from_log(log_path)
+    matrix_cols = [int(c) for c in matrix_raw.columns if c.strip().lstrip("-").isdigit()]
+    cross_check = _cross_check(
+        votes, matrix_votes, matrix_raw["participant"], matrix_cols, log_path, matrix_path
+    )
+    return "votes.csv", votes, superseded, cross_check
 
-    if log_path.is_file():
-        source, votes, superseded = "votes.csv", *_votes_from_log(log_path)
-        matrix_cols = [int(c) for c in matrix_raw.columns if c.strip().lstrip("-").isdigit()]
-        cross_check = _cross_check(
-            votes, matrix_votes, matrix_raw["participant"], matrix_cols, log_path, matrix_path
-        )
-    else:
-        source, votes, superseded = "participants-votes.csv", matrix_votes, 0
-        cross_check = {"cells_compared": 0, "mismatches": 0}
 
+def _votes_on_kept_statements(
+    votes: pl.DataFrame, comments: pl.DataFrame, superseded: int
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """The votes on statements that stay, and the excluded votes counted by reason."""
     kept_ids = comments.filter(pl.col("moderated") >= 0)["comment_id"]
-    out_ids = comments.filter(pl.col("moderated") == -1)["comment_id"].sort()
     known = votes["comment_id"].is_in(comments["comment_id"].implode())
     on_kept = votes["comment_id"].is_in(kept_ids.implode())
-    kept_votes = votes.filter(on_kept)
     excluded = {
         "superseded_revote": superseded,
         "moderated_out": int((known & ~on_kept).sum()),
         "unknown_statement": int((~known).sum()),
     }
+    return votes.filter(on_kept), excluded
 
+
+def _people(
+    matrix_raw: pl.DataFrame, votes: pl.DataFrame, salt: str, export_dir: Path
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Participant, group and pseudonymous ``respondent_id`` of everyone, and the voters who
+    are not in the matrix."""
     # Every voter is a respondent; matrix participants with no vote stay too (they were there).
     groups = matrix_raw.select("participant", pl.col("group-id").alias("group"))
     extra = (
@@ -279,9 +326,12 @@ def import_polis(export_dir: str | Path, *, salt: str) -> PolisImport:
     )
     if people["respondent_id"].is_duplicated().any():
         raise ValueError(f"{export_dir}: two participants share a pseudonym; change the salt")
-    respondents = people.select("respondent_id", "group")
+    return people, extra
 
-    items = (
+
+def _items(comments: pl.DataFrame) -> pl.DataFrame:
+    """The statements that stay, as 3-option ``statement`` items in comment id order."""
+    return (
         comments.filter(pl.col("moderated") >= 0)
         .sort("comment_id")
         .select(
@@ -293,7 +343,11 @@ def import_polis(export_dir: str | Path, *, salt: str) -> PolisImport:
         )
         .cast(_ITEM_SCHEMA)
     )
-    answers = (
+
+
+def _answers(kept_votes: pl.DataFrame, people: pl.DataFrame) -> pl.DataFrame:
+    """The kept votes as ``likert`` answers under the voters' pseudonyms."""
+    return (
         kept_votes.join(
             people.select("participant", "respondent_id"), on="participant", maintain_order="left"
         )
@@ -308,34 +362,24 @@ def import_polis(export_dir: str | Path, *, salt: str) -> PolisImport:
         )
         .cast(_ANSWER_SCHEMA)
     )
-    with_group = int(respondents["group"].is_not_null().sum())
-    report: dict[str, Any] = {
-        "export_dir": str(export_dir),
-        "vote_source": source,
-        "statements": {
-            "in": comments.height,
-            "kept": items.height,
-            "moderated_out": out_ids.len(),
-            "moderated_out_ids": [str(i) for i in out_ids.to_list()],
-            "kept_unmoderated": int((comments["moderated"] == 0).sum()),
-        },
-        "votes": {
-            "in": votes.height + superseded,
-            "kept": answers.height,
-            "excluded": excluded,
-        },
-        "participants": {
-            "total": respondents.height,
-            "with_group": with_group,
-            "without_group": respondents.height - with_group,
-            "not_in_participants_votes": extra.height,
-        },
-        "cross_check": cross_check,
+
+
+def _statement_counts(comments: pl.DataFrame, items: pl.DataFrame) -> dict[str, Any]:
+    out_ids = comments.filter(pl.col("moderated") == -1)["comment_id"].sort()
+    return {
+        "in": comments.height,
+        "kept": items.height,
+        "moderated_out": out_ids.len(),
+        "moderated_out_ids": [str(i) for i in out_ids.to_list()],
+        "kept_unmoderated": int((comments["moderated"] == 0).sum()),
     }
-    return PolisImport(
-        respondents=respondents,
-        items=items,
-        candidates=pl.DataFrame(schema=_CANDIDATE_SCHEMA),
-        answers=answers,
-        report=report,
-    )
+
+
+def _participant_counts(respondents: pl.DataFrame, not_in_matrix: pl.DataFrame) -> dict[str, int]:
+    with_group = int(respondents["group"].is_not_null().sum())
+    return {
+        "total": respondents.height,
+        "with_group": with_group,
+        "without_group": respondents.height - with_group,
+        "not_in_participants_votes": not_in_matrix.height,
+    }

@@ -1,0 +1,70 @@
+"""Likert evaluation: how well the model's option distribution represents the survey answers.
+
+Each statement is scored with the template the training rows use
+(:func:`valign_ray.data.likert.build_likert_kto_rows`), so the evaluation asks the question the
+model was trained on. Answers whose value is not a modelled option are left out, as in training,
+and counted in ``answers_left_out``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from valign_ray.data.likert import likert_answers
+from valign_ray.eval.metrics import group_representativeness
+from valign_ray.eval.preferences import DEFAULT_LIKERT_TEMPLATE, likert_distribution
+
+
+def evaluate_likert(
+    model: Any,
+    tokenizer: Any,
+    items: pl.DataFrame,
+    answers: pl.DataFrame,
+    respondents: pl.DataFrame,
+    *,
+    options: Mapping[int, str],
+    group_column: str | None,
+    max_length: int,
+    template: str = DEFAULT_LIKERT_TEMPLATE,
+) -> dict[str, Any]:
+    """Representativeness A = 1 - W1/(K-1) of the model's option distribution against the
+    weighted answers, for everyone and per group (worst group, spread)."""
+    kept, left_out = likert_answers(answers, options)
+    codes = {v: i + 1 for i, v in enumerate(sorted(options))}  # option values -> 1..K
+    kept = kept.with_columns(pl.col("value").replace_strict(codes, return_dtype=pl.Int64))
+    statements = items.filter(pl.col("item_id").is_in(kept["item_id"].unique().to_list()))
+    dist = likert_distribution(
+        model,
+        tokenizer,
+        statements["text"].to_list(),
+        [options[v] for v in sorted(options)],
+        template=template,
+        max_length=max_length,
+    )
+    model_dist = dict(zip(statements["item_id"].to_list(), dist, strict=True))
+    overall = group_representativeness(model_dist, kept, respondents, None)
+    out: dict[str, Any] = {
+        "A_population": float(overall["representativeness"][0]),
+        "n_items": statements.height,
+        "answers_left_out": left_out,
+        "mean_p_agree": float(np.mean(dist[:, -1])),
+    }
+    if group_column is not None:
+        resp = respondents.filter(pl.col(group_column).is_not_null())
+        table = group_representativeness(
+            model_dist,
+            kept.filter(pl.col("respondent_id").is_in(resp["respondent_id"])),
+            resp,
+            group_column,
+        )
+        groups = dict(
+            zip(table["group"].to_list(), table["representativeness"].to_list(), strict=True)
+        )
+        out["groups"] = groups
+        out["worst_group"] = min(groups.values())
+        out["spread"] = max(groups.values()) - min(groups.values())
+    return out
