@@ -46,8 +46,8 @@ def test_rows_by_hand() -> None:
     assert got[(s1, " agree", 3.0)] is True and got[(s1, " disagree", 3.0)] is False
     s2 = DEFAULT_LIKERT_TEMPLATE.format(text="Build more roads.")
     assert got[(s2, " disagree", 1.0)] is True and got[(s2, " agree", 1.0)] is False
-    # Options are shared by all statements, so a KL completion is always an option text.
-    assert set(rows["kl_completion"]) <= {" agree", " disagree"}
+    # KL completions come later, once over the whole frame (test below).
+    assert "kl_completion" not in rows.columns
     assert set(rows["group"]) == {"0", "1"}
 
 
@@ -62,9 +62,10 @@ def test_unknown_statement_is_an_error() -> None:
         build_likert_kto_rows(bad, ITEMS, RESPONDENTS, group_column="group", options=POLIS_OPTIONS)
 
 
-def test_kl_completions_are_reassigned_over_the_whole_frame() -> None:
-    """Sorted Likert rows would always pair with the first option of the next statement; the
-    seeded reassignment spreads the KL completions over both options, and is deterministic."""
+def test_kl_completions_are_assigned_over_the_whole_frame() -> None:
+    """Sorted Likert rows paired with the next statement's row would always take its first
+    option; the seeded assignment spreads the KL completions over both options, and is
+    deterministic."""
     from valign_ray.data.builders import assign_kl_completions
 
     many = pl.concat(
@@ -74,9 +75,8 @@ def test_kl_completions_are_reassigned_over_the_whole_frame() -> None:
         {"respondent_id": [f"r{i}" for i in range(20)], "group": ["0"] * 20, "weight": [1.0] * 20}
     )
     rows = build_likert_kto_rows(many, ITEMS, resp, group_column="group", options=POLIS_OPTIONS)
-    assert rows["kl_completion"].n_unique() == 1  # the degenerate pairing before reassignment
     a, b = assign_kl_completions(rows, seed=0), assign_kl_completions(rows, seed=0)
     assert a.equals(b)
     assert set(a["kl_completion"]) == {" agree", " disagree"}
     # Nothing but the KL completions changes.
-    assert a.drop("kl_completion").equals(rows.drop("kl_completion"))
+    assert a.drop("kl_completion").equals(rows)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from valign_ray.data.builders import KTO_SCHEMA, mismatched_completions
+from valign_ray.data.builders import KTO_SCHEMA
 from valign_ray.eval.preferences import DEFAULT_LIKERT_TEMPLATE
 
 POLIS_OPTIONS = {1: "disagree", 3: "agree"}  # Polis votes: disagree 1, pass 2, agree 3
@@ -63,5 +63,5 @@ def build_likert_kto_rows(
     )
     if rows.height != kept.height * len(options):
         raise ValueError("likert answers reference unknown items or respondents")
-    rows = rows.with_columns(mismatched_completions(rows["item_id"], rows["completion"]))
+    # KL completions are assigned once over the whole frame (methods/kto.py).
     return rows.select(list(KTO_SCHEMA)).cast(KTO_SCHEMA)
