@@ -102,13 +102,12 @@ def _import_polis(state: RunState) -> None:
 
 def _generate(state: RunState) -> Any:
     from valign_ray.survey.margins import load_margins
-    from valign_ray.survey.synthetic import SyntheticSpec, generate_synthetic
+    from valign_ray.survey.synthetic import generate_synthetic
 
-    scfg = state.cfg.survey.synthetic
-    kwargs = {k: v for k, v in to_dict(scfg).items() if v is not None}
-    spec = SyntheticSpec(**kwargs)
     margins = load_margins(state.cfg.weighting.margins)
-    return generate_synthetic(spec, margins, variables=state.cfg.weighting.variables)
+    return generate_synthetic(
+        state.cfg.survey.synthetic, margins, variables=state.cfg.weighting.variables
+    )
 
 
 def stage_weights(state: RunState) -> None:
@@ -265,7 +264,7 @@ def _likert_options(cfg: PipelineConfig) -> dict[int, str]:
 
 def stage_model(state: RunState) -> None:
     """The base model: a local folder, or the tiny one built from the survey's own text."""
-    from valign_ray.models import TinyModelSpec, build_tiny_model, count_parameters, load_model
+    from valign_ray.models import build_tiny_model, count_parameters, load_model
 
     cfg = state.cfg.model
     if cfg.path is not None:
@@ -274,8 +273,7 @@ def stage_model(state: RunState) -> None:
         texts = (
             state.tables["items"]["text"].to_list() + state.tables["candidates"]["text"].to_list()
         )
-        spec = TinyModelSpec(**to_dict(cfg.tiny))
-        state.model_path = build_tiny_model(state.run_dir / "base_model", texts, spec)
+        state.model_path = build_tiny_model(state.run_dir / "base_model", texts, cfg.tiny)
     n = count_parameters(load_model(state.model_path))
     print(f"base model {state.model_path}: {n / 1e6:.2f} M parameters", flush=True)
     state.summary["model"] = {"path": str(state.model_path), "parameters": n}

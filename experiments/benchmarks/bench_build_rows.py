@@ -22,12 +22,12 @@ from pathlib import Path
 
 import polars as pl
 
-from valign_ray.config import RayConfig
+from valign_ray.config import RayConfig, SyntheticConfig
 from valign_ray.data.builders import build_kto_rows
 from valign_ray.distributed.data import build_rows
 from valign_ray.distributed.session import init_ray
 from valign_ray.survey.margins import load_margins
-from valign_ray.survey.synthetic import SyntheticSpec, generate_synthetic
+from valign_ray.survey.synthetic import generate_synthetic
 from valign_ray.survey.weighting import rake_to_margins
 
 MARGINS = Path(__file__).resolve().parents[2] / "data" / "margins" / "nz_2023.csv"
@@ -38,7 +38,7 @@ N_FILES = 8
 def survey_tables(n: int) -> tuple[pl.DataFrame, dict]:
     """``n`` rating answers and the lookup tables, with respondents raked to the margins."""
     n_sample = math.ceil(n / RATINGS_PER_RESPONDENT)
-    spec = SyntheticSpec(n_sample=n_sample, n_population=max(20_000, 5 * n_sample))
+    spec = SyntheticConfig(n_sample=n_sample, n_population=max(20_000, 5 * n_sample))
     survey = generate_synthetic(spec, load_margins(MARGINS))
     respondents = rake_to_margins(survey.respondents, survey.population_margins()).respondents
     ratings = survey.answers.filter(pl.col("kind") == "rating").head(n)
