@@ -37,14 +37,15 @@ def ray_session():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny Llama (hidden 32, 2 layers) with a tokenizer trained on synthetic survey text."""
-    from valign_ray.models import TinyModelSpec, build_tiny_model
+    from valign_ray.config import TinyConfig
+    from valign_ray.models import build_tiny_model
 
     texts = [
         f"Question: Should the council {verb} the {thing}?\nAnswer:"
         for verb in ("protect", "fund", "sell", "close", "expand")
         for thing in ("bush", "harbour", "library", "rail line", "wetland")
     ] + [" Yes, protect the native bush.", " No, keep costs low for families."]
-    spec = TinyModelSpec(
+    spec = TinyConfig(
         vocab_size=400,
         hidden_size=32,
         intermediate_size=64,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -72,3 +75,69 @@ def test_configs_are_immutable() -> None:
     cfg = load_config(CONFIGS[0])
     with pytest.raises(AttributeError):
         cfg.train.lr = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("loss.beta=-1", "loss.beta: -1 is out of range; allowed: > 0"),
+        (
+            "train.zero_stage=true",
+            "train.zero_stage: True is not allowed; valid values: 0, 1, 2, 3",
+        ),
+        (
+            "data.holdout_respondents=3.0",
+            "data.holdout_respondents: 3.0 is out of range; allowed: [0, 1)",
+        ),
+        ("train.num_workers=0", "train.num_workers: 0 is out of range; allowed: >= 1"),
+        # A range inside a union and two levels down.
+        ("loss.lambda_d=-0.5", "loss.lambda_d: -0.5 is out of range; allowed: >= 0 or auto"),
+        (
+            "survey.synthetic.flip=1.5",
+            "survey.synthetic.flip: 1.5 is out of range; allowed: [0, 1]",
+        ),
+        ("weighting.trim_max=1", "weighting.trim_max: 1 is out of range; allowed: > 1"),
+    ],
+)
+def test_out_of_range_values_name_key_value_and_range(override: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(CONFIGS[0], [override])
+    assert str(exc.value) == fragment
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["train.num_workers=true", "train.lr=false", "train.zero_stage=false", "loss.beta=true"],
+)
+def test_a_bool_is_not_a_number(override: str) -> None:
+    """YAML's true == 1 in Python; a config must not read it as one."""
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}: "):
+        load_config(CONFIGS[0], [override])
+
+
+def test_a_number_is_not_a_bool() -> None:
+    with pytest.raises(ConfigError, match="wandb.enabled: expected true or false, got 1"):
+        load_config(CONFIGS[0], ["wandb.enabled=1"])
+
+
+def test_replace_revalidates() -> None:
+    """``dataclasses.replace`` builds a new config through the same checks as a YAML file."""
+    cfg = load_config(CONFIGS[0])
+    assert dataclasses.replace(cfg.train, lr=1e-3).lr == 1e-3
+    with pytest.raises(ValueError, match="greater than 0"):
+        dataclasses.replace(cfg.loss, beta=0.0)
+    with pytest.raises(ValueError, match="valid integer"):
+        dataclasses.replace(cfg.train, num_workers=True)
+
+
+def test_configs_pickle_and_hash() -> None:
+    """Configs travel to Ray workers by pickle; frozen configs hash by value."""
+    cfg = load_config(CONFIGS[0])
+    back = pickle.loads(pickle.dumps(cfg))
+    assert back == cfg and hash(back.train) == hash(cfg.train)
+
+
+def test_yaml_lists_become_tuples() -> None:
+    cfg = load_config(CONFIGS[0], ["weighting.variables=[age_band, gender]"])
+    assert cfg.weighting.variables == ("age_band", "gender")

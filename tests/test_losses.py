@@ -202,6 +202,43 @@ def test_kto_rejects_bad_input() -> None:
         kto_loss(t(1.0), t(1.0), torch.tensor([True]), t(1.0), **{**kw, "weight_total": 0.0})
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"beta": 0.0}, r"beta must lie in \(0, inf\), got 0.0"),
+        ({"beta": -0.1}, r"beta must lie in \(0, inf\), got -0.1"),
+        ({"beta": math.nan}, "beta must lie in"),
+        ({"beta": True}, "beta must lie in .* got True"),
+        ({"lambda_d": -1.0}, r"lambda_d must lie in \[0, inf\), got -1.0"),
+        ({"lambda_u": math.inf}, "lambda_u must lie in"),
+        ({"lambda_d": 0.0, "lambda_u": 0.0}, "both 0"),
+        ({"weight_total": -2.0}, r"weight_total must lie in \(0, inf\) \(the global weight sum\)"),
+        ({"weight_total": torch.tensor(0.0)}, "weight_total"),
+    ],
+)
+def test_kto_rejects_bad_numbers(change: dict, message: str) -> None:
+    kw = dict(z0=0.0, beta=0.1, lambda_d=1.0, lambda_u=1.0, weight_total=2.0) | change
+    with pytest.raises(ValueError, match=message):
+        kto_loss(t(1.0, 2.0), t(1.0, 2.0), torch.tensor([True, False]), t(1.0, 1.0), **kw)
+
+
+def test_kto_one_zero_lambda_is_allowed() -> None:
+    """lambda_u = 0 drops the undesirable example: only the desirable one counts, with value
+    1 - sigmoid(0) = 0.5 for r = z0 = 0, weight 1, total 2 -> loss 0.25."""
+    loss, _ = kto_loss(
+        t(1.0, 2.0),
+        t(1.0, 2.0),
+        torch.tensor([True, False]),
+        t(1.0, 1.0),
+        z0=0.0,
+        beta=0.1,
+        lambda_d=1.0,
+        lambda_u=0.0,
+        weight_total=2.0,
+    )
+    assert loss.item() == pytest.approx(0.25)
+
+
 # ------------------------------------------------------------------------------------- DPO
 
 
@@ -336,6 +373,34 @@ def test_dpo_rejects_bad_input() -> None:
         dpo_loss(*args, beta=0.1, weight_total=2.0, label_smoothing=t(0.1, 0.2, 0.3))
     with pytest.raises(ValueError, match="label_smoothing"):
         dpo_loss(*args, beta=0.1, weight_total=2.0, label_smoothing=1.5)
+    with pytest.raises(ValueError, match=r"beta must lie in \(0, inf\), got -1"):
+        dpo_loss(*args, beta=-1, weight_total=2.0)
+    with pytest.raises(ValueError, match=r"weight_total must lie in \(0, inf\)"):
+        dpo_loss(*args, beta=0.1, weight_total=0.0)
+
+
+@pytest.mark.parametrize("eps", [-0.1, 0.5, 0.9, math.nan])
+def test_dpo_constant_label_smoothing_must_be_below_one_half(eps: float) -> None:
+    """A constant eps >= 1/2 trusts each label no more than its flip."""
+    args = (t(-5.0, -1.0), t(-7.0, -1.0), t(-6.0, -1.0), t(-6.0, -1.0), t(1.0, 1.0))
+    with pytest.raises(ValueError, match=r"label_smoothing must lie in \[0, 0.5\)"):
+        dpo_loss(*args, beta=0.1, weight_total=2.0, label_smoothing=eps)
+
+
+def test_dpo_per_pair_label_smoothing_takes_all_of_zero_one() -> None:
+    """Soft labels pass eps = 1 - share per pair, so 0.9 is fine there: one pair, h = 0,
+    sigmoid loss -(0.1 + 0.9) * log(1/2) = log 2."""
+    loss, _ = dpo_loss(
+        t(-1.0),
+        t(-1.0),
+        t(-1.0),
+        t(-1.0),
+        t(1.0),
+        beta=0.1,
+        weight_total=1.0,
+        label_smoothing=t(0.9),
+    )
+    assert loss.item() == pytest.approx(math.log(2))
 
 
 # ------------------------------------------------------------------------------------- SFT
@@ -364,3 +429,5 @@ def test_sft_unit_weights_and_shards() -> None:
     assert sum(parts) == pytest.approx(7 / 6)
     with pytest.raises(ValueError, match="token_counts"):
         sft_loss(sums, torch.tensor([3, 0, 5]), w, weight_total=3.0)
+    with pytest.raises(ValueError, match="weight_total"):
+        sft_loss(sums, counts, w, weight_total=-3.0)

@@ -34,7 +34,8 @@ import torch
 pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
 
-from valign_ray.models import TinyModelSpec, build_tiny_model, load_model, load_tokenizer  # noqa: E402
+from valign_ray.config import TinyConfig  # noqa: E402
+from valign_ray.models import build_tiny_model, load_model, load_tokenizer  # noqa: E402
 from valign_ray.train.logprobs import Encoded, collate, completion_logps  # noqa: E402
 from valign_ray.train.losses import (  # noqa: E402
     dpo_loss,
@@ -57,7 +58,7 @@ PROMPTS = [
     "Should bike lanes replace parking?",
     "Is the cost worth it?",
 ]
-SPEC = TinyModelSpec(
+SPEC = TinyConfig(
     vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1
 )
 ATOL = 1e-5

@@ -11,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from valign_ray.config import TinyConfig  # noqa: E402
 from valign_ray.eval.preferences import (  # noqa: E402
     DEFAULT_LIKERT_TEMPLATE,
     implicit_reward_preference,
@@ -18,7 +19,7 @@ from valign_ray.eval.preferences import (  # noqa: E402
     pair_preference,
     score_completions,
 )
-from valign_ray.models import TinyModelSpec, build_tiny_model, load_model, load_tokenizer  # noqa: E402
+from valign_ray.models import build_tiny_model, load_model, load_tokenizer  # noqa: E402
 
 TEXTS = [
     "Statement: Parks should get more money.\nDo you agree? Answer: agree",
@@ -27,7 +28,7 @@ TEXTS = [
     "strongly disagree, disagree, neutral, agree, strongly agree",
     "Be honest and kind. Refuse to help with harm.",
 ]
-SPEC = TinyModelSpec(
+SPEC = TinyConfig(
     vocab_size=320,
     hidden_size=32,
     intermediate_size=64,

@@ -14,9 +14,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from valign_ray.config import SyntheticConfig
 from valign_ray.data.splits import holdout_mask, split_respondents_items
 from valign_ray.survey.margins import load_margins
-from valign_ray.survey.synthetic import SyntheticSpec, generate_synthetic
+from valign_ray.survey.synthetic import generate_synthetic
 
 MARGINS = Path(__file__).resolve().parents[1] / "data" / "margins" / "nz_2023.csv"
 PARTS = ("train", "heldout_respondents", "heldout_items", "heldout_both")
@@ -25,7 +26,7 @@ PARTS = ("train", "heldout_respondents", "heldout_items", "heldout_both")
 @pytest.fixture(scope="module")
 def answers() -> pl.DataFrame:
     # 2000 respondents, 4 dimensions x 10 prompts + 4 x 3 statements = 52 items
-    spec = SyntheticSpec(
+    spec = SyntheticConfig(
         n_sample=2000, n_dimensions=4, items_per_dimension=10, statements_per_dimension=3
     )
     return generate_synthetic(spec, load_margins(MARGINS)).answers

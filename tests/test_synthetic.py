@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
-from valign_ray.survey.synthetic import DIMENSIONS, SyntheticSpec, generate_synthetic
+from valign_ray.config import SyntheticConfig
+from valign_ray.survey.synthetic import DIMENSIONS, generate_synthetic
 from valign_ray.survey.tables import ANSWER_COLUMNS, CANDIDATE_COLUMNS, ITEM_COLUMNS
 from valign_ray.survey.weighting import rake_to_margins
 
@@ -29,7 +29,7 @@ FRAMES = ("respondents", "items", "candidates", "answers", "truth", "flips")
 
 @pytest.fixture(scope="module")
 def survey():
-    return generate_synthetic(SyntheticSpec(), MARGINS)
+    return generate_synthetic(SyntheticConfig(), MARGINS)
 
 
 def _truth_all(survey, kind: str) -> pl.DataFrame:
@@ -74,8 +74,8 @@ def _mae(survey, weights: pl.DataFrame) -> dict[str, float]:
 
 
 def test_same_seed_same_frames_other_seed_differs():
-    a, b = (generate_synthetic(SyntheticSpec(seed=7), MARGINS) for _ in range(2))
-    c = generate_synthetic(SyntheticSpec(seed=8), MARGINS)
+    a, b = (generate_synthetic(SyntheticConfig(seed=7), MARGINS) for _ in range(2))
+    c = generate_synthetic(SyntheticConfig(seed=8), MARGINS)
     for name in FRAMES:
         assert getattr(a, name).equals(getattr(b, name)), name
     assert a.population_margins() == b.population_margins()
@@ -83,10 +83,17 @@ def test_same_seed_same_frames_other_seed_differs():
         assert not getattr(a, name).equals(getattr(c, name)), name
 
 
-def test_default_spec_is_fast():
-    start = time.perf_counter()
-    generate_synthetic(SyntheticSpec(seed=1), MARGINS)
-    assert time.perf_counter() - start < 1.0
+def test_default_config_draws_the_configured_sample():
+    """The defaults: 600 respondents from 20 000 people; 3 dimensions x 8 prompt items with two
+    responses each (48 candidates) plus 3 x 2 statements; every respondent rates both responses
+    of all 24 prompts (48 ratings), compares round(0.5 * 24) = 12 pairs and answers 6 statements.
+    (Its speed is measured in experiments/benchmarks, not asserted here.)"""
+    s = generate_synthetic(SyntheticConfig(seed=1), MARGINS)
+    assert s.respondents.height == 600 and s.respondents["respondent_id"].n_unique() == 600
+    assert s.items["kind"].value_counts(sort=True).rows() == [("prompt", 24), ("statement", 6)]
+    assert s.candidates.height == 48
+    per_person = s.answers.group_by("respondent_id", "kind").len()["kind", "len"].unique()
+    assert sorted(per_person.rows()) == [("likert", 6), ("pairwise", 12), ("rating", 48)]
 
 
 def test_tables_follow_canonical_schema(survey):
@@ -218,7 +225,7 @@ def test_several_sample_majorities_are_wrong(survey):
 def test_no_bias_means_no_contested_items():
     """With uniform selection the expected sample median is the population median: nothing to
     contest, and the sample's 65+ share is the margin's 0.204 (SE 0.016 at n = 600; allow 4)."""
-    spec = SyntheticSpec(oversample={}, response_rate={})
+    spec = SyntheticConfig(oversample={}, response_rate={})
     s = generate_synthetic(spec, MARGINS)
     assert not s.flips["contested"].any()
     share_65 = (s.respondents["age_band"] == "65+").mean()
@@ -230,7 +237,7 @@ def test_raking_brings_sample_estimates_closer_to_the_population(seed):
     """THE KEY PROPERTY: shares weighted by raking to the population margins are closer to the
     population truth than unweighted shares (mean absolute error over items, per answer kind),
     and get more population majorities right."""
-    s = generate_synthetic(SyntheticSpec(seed=seed), MARGINS)
+    s = generate_synthetic(SyntheticConfig(seed=seed), MARGINS)
     raked = rake_to_margins(s.respondents, s.population_margins()).respondents
     weighted = _mae(s, raked.select("respondent_id", w="weight"))
     unweighted = _mae(s, raked.select("respondent_id", w=pl.lit(1.0)))
@@ -263,12 +270,16 @@ def test_item_texts_carry_shared_pole_markers(survey):
 @pytest.mark.parametrize(
     ("spec", "margins", "message"),
     [
-        (SyntheticSpec(), {"age_band": MARGINS["age_band"]}, "no variable 'gender'"),
-        (SyntheticSpec(), {**MARGINS, "gender": {"female": 0.5, "male": 0.4}}, "sum to 0.9"),
-        (SyntheticSpec(oversample={"age_band": {"75+": 2.0}}), MARGINS, r"unknown category '75\+'"),
-        (SyntheticSpec(response_rate={"gender": {"male": 1.5}}), MARGINS, r"\['male'\]=1.5"),
-        (SyntheticSpec(n_sample=30000), MARGINS, "n_sample=30000"),
-        (SyntheticSpec(n_dimensions=9), MARGINS, "n_dimensions=9"),
+        (SyntheticConfig(), {"age_band": MARGINS["age_band"]}, "no variable 'gender'"),
+        (SyntheticConfig(), {**MARGINS, "gender": {"female": 0.5, "male": 0.4}}, "sum to 0.9"),
+        (
+            SyntheticConfig(oversample={"age_band": {"75+": 2.0}}),
+            MARGINS,
+            r"unknown category '75\+'",
+        ),
+        (SyntheticConfig(response_rate={"gender": {"male": 1.5}}), MARGINS, r"\['male'\]=1.5"),
+        (SyntheticConfig(n_sample=30000), MARGINS, "n_sample=30000"),
+        (SyntheticConfig(n_dimensions=9), MARGINS, "n_dimensions=9"),
     ],
 )
 def test_bad_input_raises_naming_the_field(spec, margins, message):
@@ -281,6 +292,6 @@ def test_shipped_margins_file_works():
     load_margins = pytest.importorskip("valign_ray.survey.margins").load_margins
     if not path.exists():
         pytest.skip(f"{path} not written yet")
-    s = generate_synthetic(SyntheticSpec(n_population=2000, n_sample=100), load_margins(path))
+    s = generate_synthetic(SyntheticConfig(n_population=2000, n_sample=100), load_margins(path))
     assert s.respondents.height == 100
     assert set(s.demographics) == {"age_band", "gender", "region_group"}

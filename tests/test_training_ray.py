@@ -15,12 +15,12 @@ import polars as pl
 import pytest
 import torch
 
-from valign_ray.config import load_config
+from valign_ray.config import SyntheticConfig, load_config
 from valign_ray.data.builders import assign_kl_completions, build_kto_rows
 from valign_ray.methods import get_method
 from valign_ray.models import load_model, load_tokenizer
 from valign_ray.survey.margins import load_margins
-from valign_ray.survey.synthetic import SyntheticSpec, generate_synthetic
+from valign_ray.survey.synthetic import generate_synthetic
 from valign_ray.train.reference import score_reference
 from valign_ray.train.worker import HF_EXPORT, TrainJob
 
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.ray
 @pytest.fixture(scope="module")
 def kto_rows(tiny_model_dir: Path) -> pl.DataFrame:
     survey = generate_synthetic(
-        SyntheticSpec(n_sample=40, n_dimensions=2, items_per_dimension=2, seed=3),
+        SyntheticConfig(n_sample=40, n_dimensions=2, items_per_dimension=2, seed=3),
         load_margins(REPO / "data/margins/nz_2023.csv"),
     )
     rng = np.random.default_rng(0)

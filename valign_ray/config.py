@@ -1,179 +1,210 @@
-"""Typed, immutable configuration: every default lives here, once.
+"""Typed, immutable configuration: every default and every allowed range lives here, once.
 
-A YAML file under ``configs/`` states only what differs from these defaults; unknown keys and
-wrong types are rejected by :mod:`valign_ray.config_loader` with the valid keys listed.
+A YAML file under ``configs/`` states only what differs from these defaults. The classes are
+pydantic dataclasses: unknown keys, wrong types and out-of-range values are rejected whenever a
+config is built (from YAML, in code, or by ``dataclasses.replace``), and
+:mod:`valign_ray.config_loader` names the key, the value and what is allowed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from valign_ray.config_loader import apply_overrides, from_dict, load_yaml
+from pydantic import Field
+from pydantic.dataclasses import dataclass
+
+from valign_ray.config_loader import (
+    STRICT,
+    Bool,
+    Float,
+    Int,
+    Str,
+    ZeroStage,
+    apply_overrides,
+    from_dict,
+    load_yaml,
+)
+
+Factors = dict[Str, dict[Str, Float]]  # variable -> category -> factor (unlisted categories: 1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class SyntheticConfig:
-    seed: int = 0
-    n_population: int = 20000
-    n_sample: int = 600
-    n_dimensions: int = 3
-    items_per_dimension: int = 8
-    statements_per_dimension: int = 2
-    pairwise_fraction: float = 0.5
-    group_effect: float = 1.5
-    noise: float = 1.0
-    flip: float = 0.05
-    oversample: dict[str, dict[str, float]] | None = None  # None: the generator's default bias
-    response_rate: dict[str, dict[str, float]] | None = None
+    """What :func:`~valign_ray.survey.synthetic.generate_synthetic` simulates; the defaults build
+    the quickstart survey (about 0.2 s). Limits that depend on the item texts or on other keys
+    (n_sample <= n_population, n_dimensions <= the dimensions written) are the generator's."""
+
+    seed: Int = Field(0, ge=0)  # the population and sample depend only on this and the design
+    n_population: Int = Field(20000, ge=1)  # simulated population
+    n_sample: Int = Field(600, ge=1)  # respondents in the (biased) survey sample
+    n_dimensions: Int = Field(3, ge=1)  # latent value dimensions
+    items_per_dimension: Int = Field(8, ge=1)  # prompt items per dimension
+    statements_per_dimension: Int = Field(2, ge=0)  # Likert statements per dimension
+    pairwise_fraction: Float = Field(0.5, ge=0, le=1)  # share of items each respondent compares
+    group_effect: Float = Field(1.5, ge=0)  # strength of subgroup differences on the dimensions
+    noise: Float = Field(1.0, ge=0)  # idiosyncratic spread of respondents' positions
+    flip: Float = Field(0.05, ge=0, le=1)  # probability of rating both responses the same
+    oversample: Factors | None = None  # relative inclusion odds; null: 65+ x3, South Island x2
+    response_rate: Factors | None = None  # probability of answering, in (0, 1]; null: men 0.6
+    share_range: tuple[Float, Float] = (0.3, 0.75)  # population shares of the positive pole
+    contested_fraction: Float = Field(0.25, ge=0, le=1)  # items placed to flip the sample majority
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class FilesConfig:
-    instrument: str = "data/examples/instrument.yaml"
-    respondents: str = "data/examples/respondents.csv"
-    answers: str = "data/examples/answers.csv"
+    instrument: Str = "data/examples/instrument.yaml"  # items, candidates and demographics
+    respondents: Str = "data/examples/respondents.csv"  # one row per respondent
+    answers: Str = "data/examples/answers.csv"  # one row per answer
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class SurveyConfig:
-    source: Literal["synthetic", "files", "polis"] = "synthetic"
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    files: FilesConfig = field(default_factory=FilesConfig)
-    polis_dir: str = "data/polis/scoop-hivemind.biodiversity"  # any Polis export folder
-    salt: str = "change-me"  # pseudonymisation salt; keep it secret in production
-    strict: bool = False  # fail on the first bad row instead of quarantining
+    source: Literal["synthetic", "files", "polis"] = "synthetic"  # where the survey comes from
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # source: synthetic
+    files: FilesConfig = field(default_factory=FilesConfig)  # source: files
+    polis_dir: Str = "data/polis/scoop-hivemind.biodiversity"  # any Polis export folder
+    salt: Str = "change-me"  # pseudonymisation salt; keep it secret in production
+    strict: Bool = False  # fail on the first bad row instead of quarantining
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class WeightingConfig:
-    enabled: bool = True  # false: every respondent weighs 1 (the "unweighted" baseline)
-    margins: str = "data/margins/nz_2023.csv"
-    variables: tuple[str, ...] = ("age_band", "gender", "region_group")
-    trim_max: float | None = 5.0  # cap on weight / mean weight, then re-rake
-    tol: float = 1e-10
-    max_iter: int = 1000
+    enabled: Bool = True  # false: every respondent weighs 1 (the "unweighted" baseline)
+    margins: Str = "data/margins/nz_2023.csv"  # population shares per variable and category
+    variables: tuple[Str, ...] = ("age_band", "gender", "region_group")  # raked variables
+    trim_max: Annotated[Float, Field(gt=1)] | None = 5.0  # cap on weight / mean weight, re-rake
+    tol: Float = Field(1e-10, gt=0)  # raking stops when margins are this close
+    max_iter: Int = Field(1000, ge=1)  # raking iterations before giving up
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class DataConfig:
-    holdout_respondents: float = 0.25  # share of respondents held out for evaluation
-    holdout_items: float = 0.0  # share of items kept out of training (answers_heldout_items)
-    split_seed: int = 0
-    max_length: int = 96  # tokens per prompt + completion
-    group_column: str = "age_band"  # respondent group recorded on each training row
+    holdout_respondents: Float = Field(0.25, ge=0, lt=1)  # share of respondents held out
+    holdout_items: Float = Field(0.0, ge=0, lt=1)  # share of items kept out of training
+    split_seed: Int = Field(0, ge=0)  # seeds both hold-out draws
+    max_length: Int = Field(96, ge=1)  # tokens per prompt + completion
+    group_column: Str = "age_band"  # respondent group recorded on each training row
     answers: Literal["ratings", "likert"] = "ratings"  # train on ratings, or on Likert answers
-    likert_options: dict[int, str] | None = None  # answer value -> option text; null: Polis's
+    likert_options: dict[Int, Str] | None = None  # answer value -> option text; null: Polis's
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class ConstitutionConfig:
-    enabled: bool = True  # build constitution.yaml when the survey has statements
+    enabled: Bool = True  # build constitution.yaml when the survey has statements
     # Groups that must all agree; null: the opinion groups ("group") when respondents have
     # them, else data.group_column.
-    group_column: str | None = None
-    threshold: float = 0.6  # minimum weighted agree share in every group
-    min_votes_per_group: int = 5  # fewer answers in a group make a statement ineligible
+    group_column: Str | None = None
+    threshold: Float = Field(0.6, ge=0, le=1)  # minimum weighted agree share in every group
+    min_votes_per_group: Int = Field(5, ge=1)  # fewer answers in a group: statement ineligible
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class TinyConfig:
-    arch: Literal["llama", "qwen2"] = "llama"
-    vocab_size: int = 2048
-    hidden_size: int = 144
-    intermediate_size: int = 384
-    num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    seed: int = 0
+    """Shape of the tiny model; the defaults give about 1 M parameters on the quickstart survey."""
+
+    arch: Literal["llama", "qwen2"] = "llama"  # Hugging Face architecture
+    vocab_size: Int = Field(2048, ge=1)  # BPE vocabulary trained on the survey's text (a cap)
+    hidden_size: Int = Field(144, ge=1)  # model width
+    intermediate_size: Int = Field(384, ge=1)  # MLP width
+    num_layers: Int = Field(4, ge=1)  # transformer blocks
+    num_heads: Int = Field(4, ge=1)  # attention heads (must divide hidden_size)
+    num_kv_heads: Int = Field(2, ge=1)  # key/value heads (must divide num_heads)
+    max_position_embeddings: Int = Field(512, ge=1)  # longest sequence the model accepts
+    seed: Int = Field(0, ge=0)  # seeds the random initialisation
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class LoraConfig:
-    enabled: bool = False
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    merge: bool = True  # export the adapter merged into the base weights
+    enabled: Bool = False  # train a LoRA adapter instead of every weight
+    r: Int = Field(8, ge=1)  # adapter rank
+    alpha: Int = Field(16, ge=1)  # adapter scale numerator (scale = alpha / r)
+    dropout: Float = Field(0.0, ge=0, lt=1)  # dropout on the adapter input
+    target_modules: tuple[Str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")  # adapted layers
+    merge: Bool = True  # export the adapter merged into the base weights
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class ModelConfig:
-    path: str | None = None  # a local Hugging Face folder; null builds the tiny model
-    tiny: TinyConfig = field(default_factory=TinyConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
+    path: Str | None = None  # a local Hugging Face folder; null builds the tiny model
+    tiny: TinyConfig = field(default_factory=TinyConfig)  # the model built when path is null
+    lora: LoraConfig = field(default_factory=LoraConfig)  # optional adapter training
 
 
-@dataclass(frozen=True)
+NonNegative = Annotated[Float, Field(ge=0)]
+
+
+@dataclass(frozen=True, config=STRICT)
 class LossConfig:
-    name: Literal["kto", "dpo", "sft"] = "kto"
-    beta: float = 0.1
-    lambda_d: float | Literal["auto"] = 1.0  # KTO weight of desirable examples
-    lambda_u: float | Literal["auto"] = 1.0  # KTO weight of undesirable examples
-    dpo_type: Literal["sigmoid", "ipo"] = "sigmoid"
-    label_smoothing: float = 0.0  # conservative DPO
-    soft_labels: bool = False  # DPO target = the survey's weighted share preferring
+    # The training method: kto, dpo, sft (valign_ray.methods) or a "module:ATTR" import path.
+    name: Str = "kto"
+    beta: Float = Field(0.1, gt=0)  # KTO/DPO strength of the pull towards the reference model
+    lambda_d: NonNegative | Literal["auto"] = 1.0  # KTO weight of desirable examples
+    lambda_u: NonNegative | Literal["auto"] = 1.0  # KTO weight of undesirable examples
+    dpo_type: Literal["sigmoid", "ipo"] = "sigmoid"  # DPO variant
+    label_smoothing: Float = Field(0.0, ge=0, lt=0.5)  # conservative DPO
+    soft_labels: Bool = False  # DPO target = the survey's weighted share preferring
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class TrainConfig:
-    num_workers: int = 2
-    use_gpu: bool = False
-    batch_size: int = 8  # per worker, per micro-step
-    grad_accum: int = 1
-    epochs: int = 1
-    max_steps: int | None = None  # optimizer steps; null: run the epochs
-    lr: float = 5e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.1
-    schedule: Literal["linear", "cosine", "constant"] = "linear"
-    grad_clip: float = 1.0
-    zero_stage: Literal[0, 1, 2, 3] = 2
-    precision: Literal["fp32", "bf16"] = "fp32"
-    checkpoint_every: int = 0  # optimizer steps between checkpoints; 0: only the final one
+    num_workers: Int = Field(2, ge=1)  # Ray Train workers (data-parallel ranks)
+    use_gpu: Bool = False  # one GPU per worker
+    batch_size: Int = Field(8, ge=1)  # per worker, per micro-step
+    grad_accum: Int = Field(1, ge=1)  # micro-steps per optimizer step
+    epochs: Int = Field(1, ge=1)  # passes over the training rows
+    max_steps: Annotated[Int, Field(ge=1)] | None = None  # optimizer steps; null: run the epochs
+    lr: Float = Field(5e-4, gt=0)  # peak learning rate
+    weight_decay: Float = Field(0.0, ge=0)  # AdamW weight decay
+    warmup_ratio: Float = Field(0.1, ge=0, le=1)  # share of the steps spent warming up
+    schedule: Literal["linear", "cosine", "constant"] = "linear"  # learning-rate decay
+    grad_clip: Float = Field(1.0, ge=0)  # gradient norm cap; 0: no clipping
+    zero_stage: ZeroStage = 2  # DeepSpeed ZeRO stage
+    precision: Literal["fp32", "bf16"] = "fp32"  # training precision
+    checkpoint_every: Int = Field(0, ge=0)  # optimizer steps between checkpoints; 0: final only
     # Steps between metric reports to Ray Train (W&B and metrics.jsonl get every step): the
     # Train V2 controller takes one report per worker per poll, so per-step reports stall.
-    report_every: int = 10
-    max_failures: int = 0  # Ray Train restarts from the latest checkpoint
-    weighted: bool = True  # false ignores survey weights in the loss (ablation)
-    seed: int = 0
+    report_every: Int = Field(10, ge=1)
+    max_failures: Int = Field(0, ge=0)  # Ray Train restarts from the latest checkpoint
+    weighted: Bool = True  # false ignores survey weights in the loss (ablation)
+    seed: Int = Field(0, ge=0)  # seeds the batch order and dropout
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class WandbConfig:
-    enabled: bool = True
-    mode: Literal["offline", "online", "disabled"] = "offline"
-    project: str = "valign-ray"
-    entity: str | None = None
+    enabled: Bool = True  # log the run to Weights & Biases
+    mode: Literal["offline", "online", "disabled"] = "offline"  # offline: sync later
+    project: Str = "valign-ray"  # W&B project
+    entity: Str | None = None  # W&B team or user; null: the default
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class RayConfig:
-    address: str | None = None  # null: join RAY_ADDRESS or start a local Ray; "local": always new
-    num_cpus: int | None = None  # for the embedded Ray; null lets Ray count the cores
+    address: Str | None = None  # null: join RAY_ADDRESS or start a local Ray; "local": always new
+    # For the embedded Ray; null lets Ray count the cores.
+    num_cpus: Annotated[Int, Field(ge=1)] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class EvalConfig:
-    batch_size: int = 64
+    batch_size: Int = Field(64, ge=1)  # rows per scoring batch
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class PipelineConfig:
-    name: str = "run"
-    output_dir: str = "runs"  # the run directory is output_dir/name
-    survey: SurveyConfig = field(default_factory=SurveyConfig)
-    weighting: WeightingConfig = field(default_factory=WeightingConfig)
-    constitution: ConstitutionConfig = field(default_factory=ConstitutionConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    wandb: WandbConfig = field(default_factory=WandbConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    name: Str = "run"  # the run's name and folder
+    output_dir: Str = "runs"  # the run directory is output_dir/name
+    survey: SurveyConfig = field(default_factory=SurveyConfig)  # where answers come from
+    weighting: WeightingConfig = field(default_factory=WeightingConfig)  # raking to margins
+    constitution: ConstitutionConfig = field(default_factory=ConstitutionConfig)  # principles
+    data: DataConfig = field(default_factory=DataConfig)  # splits and training rows
+    model: ModelConfig = field(default_factory=ModelConfig)  # base model
+    loss: LossConfig = field(default_factory=LossConfig)  # objective
+    train: TrainConfig = field(default_factory=TrainConfig)  # Ray Train + DeepSpeed
+    wandb: WandbConfig = field(default_factory=WandbConfig)  # experiment tracking
+    ray: RayConfig = field(default_factory=RayConfig)  # cluster
+    eval: EvalConfig = field(default_factory=EvalConfig)  # held-out scoring
 
     @property
     def run_dir(self) -> Path:
@@ -182,8 +213,12 @@ class PipelineConfig:
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
     """Load a pipeline config from YAML plus ``--set`` overrides; errors name the bad key."""
+    from valign_ray.methods import get_method
+
     data = apply_overrides(load_yaml(path), list(overrides))
-    return from_dict(PipelineConfig, data)
+    cfg = from_dict(PipelineConfig, data)
+    get_method(cfg.loss.name).check(cfg)  # an unknown method, or one the config cannot run
+    return cfg
 
 
 def public_config_dict(cfg: PipelineConfig) -> dict:

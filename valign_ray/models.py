@@ -9,26 +9,12 @@ production model.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
+
+from valign_ray.config import TinyConfig
 
 PAD, BOS, EOS = "<|pad|>", "<|bos|>", "<|eos|>"
-
-
-@dataclass(frozen=True)
-class TinyModelSpec:
-    """Shape of the tiny model; the defaults give about 1 M parameters on the quickstart survey."""
-
-    arch: Literal["llama", "qwen2"] = "llama"
-    vocab_size: int = 2048
-    hidden_size: int = 144
-    intermediate_size: int = 384
-    num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    max_position_embeddings: int = 512
-    seed: int = 0
 
 
 def load_tokenizer(path: str | Path) -> Any:
@@ -77,7 +63,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path) 
 
 
 def build_tiny_model(
-    out_dir: str | Path, texts: Iterable[str], spec: TinyModelSpec = TinyModelSpec()
+    out_dir: str | Path, texts: Iterable[str], spec: TinyConfig | None = None
 ) -> Path:
     """Write a tokenizer + random-init causal LM to ``out_dir``; same inputs give the same files.
 
@@ -86,6 +72,7 @@ def build_tiny_model(
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+    spec = TinyConfig() if spec is None else spec
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok = train_tokenizer(texts, spec.vocab_size, out)

@@ -20,40 +20,51 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
 from valign_ray.config import PipelineConfig
-from valign_ray.config_loader import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from valign_ray.config_loader import (
+    STRICT,
+    ConfigError,
+    Float,
+    Int,
+    apply_overrides,
+    from_dict,
+    load_yaml,
+    to_dict,
+)
 from valign_ray.methods import get_method
 
 EVAL_METRICS = ("eval_preference_accuracy", "eval_margin")
 LOSS_COLUMNS = ("beta", "lambda_d", "lambda_u")  # the resolved numbers every trial reports
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class ParamSpace:
     """The values one key takes; exactly one of the three is set."""
 
     choice: tuple[Any, ...] | None = None  # tune.choice: one value drawn uniformly per trial
-    loguniform: tuple[float, ...] | None = None  # [lo, hi]: log(value) uniform on [log lo, log hi]
+    loguniform: tuple[Float, ...] | None = None  # [lo, hi]: log(value) uniform on [log lo, log hi]
     grid: tuple[Any, ...] | None = None  # tune.grid_search: every value, num_samples times each
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class SweepConfig:
     space: dict[str, ParamSpace] = field(default_factory=dict)  # dotted pipeline key -> values
-    num_samples: int = 4  # trials drawn (times the size of any grid)
+    num_samples: Int = Field(4, ge=1)  # trials drawn (times the size of any grid)
     metric: Literal["eval_preference_accuracy", "eval_margin", "loss"] = "eval_preference_accuracy"
     mode: Literal["max", "min"] = "max"
-    max_concurrent_trials: int = 1  # each trial holds 1 + train.num_workers CPUs
-    seed: int = 0  # seeds the random search, so a sweep file draws the same points again
+    max_concurrent_trials: Int = Field(1, ge=1)  # each trial holds 1 + train.num_workers CPUs
+    seed: Int = Field(0, ge=0)  # seeds the random search: a sweep file draws the same points again
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class SweepFile:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
@@ -91,8 +102,6 @@ def _validate(sweep: SweepConfig, pipeline: PipelineConfig) -> None:
         raise ConfigError(
             "pipeline.data.answers: sweeps evaluate held-out rating pairs; use ratings"
         )
-    if sweep.num_samples < 1 or sweep.max_concurrent_trials < 1:
-        raise ConfigError("sweep.num_samples and sweep.max_concurrent_trials must be >= 1")
     for key, space in sweep.space.items():
         where = f"sweep.space.{key}"
         section, _, name = key.partition(".")
@@ -185,11 +194,10 @@ def run_sweep(
     from valign_ray.eval.heldout import evaluate_model_dir
     from valign_ray.pipeline import prepare_training_inputs
 
+    if num_samples is not None:
+        overrides = [*overrides, f"sweep.num_samples={num_samples}"]
     spec = load_sweep(cfg_path, overrides)
     sweep, cfg = spec.sweep, spec.pipeline
-    if num_samples is not None:
-        sweep = replace(sweep, num_samples=num_samples)
-        _validate(sweep, cfg)
     init_ray(cfg.ray)
     prepared = prepare_training_inputs(cfg)
     if prepared.eval_pairs is None:

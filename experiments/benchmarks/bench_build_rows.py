@@ -22,12 +22,12 @@ from pathlib import Path
 
 import polars as pl
 
-from valign_ray.config import RayConfig
-from valign_ray.data.builders import build_kto_rows
-from valign_ray.distributed.data import build_rows
+from valign_ray.config import RayConfig, SyntheticConfig
+from valign_ray.data.builders import assign_kl_completions, build_kto_rows, canonical_order
+from valign_ray.distributed.data import map_answers_ray
 from valign_ray.distributed.session import init_ray
 from valign_ray.survey.margins import load_margins
-from valign_ray.survey.synthetic import SyntheticSpec, generate_synthetic
+from valign_ray.survey.synthetic import generate_synthetic
 from valign_ray.survey.weighting import rake_to_margins
 
 MARGINS = Path(__file__).resolve().parents[2] / "data" / "margins" / "nz_2023.csv"
@@ -38,7 +38,7 @@ N_FILES = 8
 def survey_tables(n: int) -> tuple[pl.DataFrame, dict]:
     """``n`` rating answers and the lookup tables, with respondents raked to the margins."""
     n_sample = math.ceil(n / RATINGS_PER_RESPONDENT)
-    spec = SyntheticSpec(n_sample=n_sample, n_population=max(20_000, 5 * n_sample))
+    spec = SyntheticConfig(n_sample=n_sample, n_population=max(20_000, 5 * n_sample))
     survey = generate_synthetic(spec, load_margins(MARGINS))
     respondents = rake_to_margins(survey.respondents, survey.population_margins()).respondents
     ratings = survey.answers.filter(pl.col("kind") == "rating").head(n)
@@ -65,7 +65,7 @@ def polars_rows(answers_dir: Path, out_dir: Path, lookups: dict) -> tuple[pl.Dat
     start = time.perf_counter()
     rows = build_kto_rows(answers, **lookups)
     build_s = time.perf_counter() - start
-    rows = rows.sort(rows.columns)
+    rows = assign_kl_completions(canonical_order(rows), seed=0)
     out_dir.mkdir(parents=True)
     rows.write_parquet(out_dir / "rows.parquet")
     return rows, build_s
@@ -107,7 +107,7 @@ def main() -> None:
         tmp = Path(tmp)
         start = time.perf_counter()
         warm = write_parts(answers.head(20_000), tmp / "warm")
-        build_rows(warm, build_kto_rows, tmp / "warm_out", batch_size=args.batch_size, **lookups)
+        map_answers_ray(warm, batch_size=args.batch_size)(build_kto_rows, **lookups)
         print(
             f"ray warm-up on 20,000 answers (not timed below): {time.perf_counter() - start:.1f} s"
         )
@@ -117,9 +117,10 @@ def main() -> None:
         pl_rows, build_s = polars_rows(answers_dir, tmp / "polars_out", lookups)
         pl_s = time.perf_counter() - start
         start = time.perf_counter()
-        ray_rows = build_rows(
-            answers_dir, build_kto_rows, tmp / "ray_out", batch_size=args.batch_size, **lookups
+        ray_rows = map_answers_ray(answers_dir, batch_size=args.batch_size)(
+            build_kto_rows, **lookups
         )
+        ray_rows = assign_kl_completions(ray_rows, seed=0)
         ray_s = time.perf_counter() - start
 
     print(
@@ -135,7 +136,9 @@ def main() -> None:
         "it is used because it spreads the same builder over a cluster and streams rows into "
         "Ray Train."
     )
-    problem = check_same_rows(ray_rows.drop("row_idx"), pl_rows, lookups["candidates"])
+    problem = check_same_rows(
+        ray_rows.drop("row_idx"), pl_rows.drop("row_idx"), lookups["candidates"]
+    )
     if problem:
         sys.exit(f"FAIL: {problem}")
     print("same rows: yes (all columns but kl_completion; kl_completion always another item)")

@@ -54,11 +54,12 @@ def _texts(n_pairs: int, seed: int) -> tuple[pl.DataFrame, str]:
 
         pairs, _ = import_hh_pairs(HH, max_rows=4 * n_pairs)
         return pairs.select("prompt", "chosen", "rejected"), f"HH-RLHF {HH.name}"
+    from valign_ray.config import SyntheticConfig
     from valign_ray.survey.margins import load_margins
-    from valign_ray.survey.synthetic import SyntheticSpec, generate_synthetic
+    from valign_ray.survey.synthetic import generate_synthetic
 
     survey = generate_synthetic(
-        SyntheticSpec(n_sample=200), load_margins(ROOT / "data/margins/nz_2023.csv")
+        SyntheticConfig(n_sample=200), load_margins(ROOT / "data/margins/nz_2023.csv")
     )
     prompts = survey.items["text"].to_list()
     comps = survey.candidates["text"].to_list()
@@ -77,20 +78,21 @@ def _texts(n_pairs: int, seed: int) -> tuple[pl.DataFrame, str]:
 
 def prepare(work: Path, args: argparse.Namespace) -> dict:
     """Build the model and the KTO / DPO rows (no reference columns yet) into ``work``."""
+    from valign_ray.config import TinyConfig
     from valign_ray.data.builders import mismatched_completions
-    from valign_ray.models import TinyModelSpec, build_tiny_model, count_parameters, load_model
+    from valign_ray.models import build_tiny_model, count_parameters, load_model
 
     n = args.steps * args.batch_size
     pairs, source = _texts(n, args.seed)
     texts = pairs["prompt"].to_list() + pairs["chosen"].to_list() + pairs["rejected"].to_list()
     # fmt: off
     spec = (
-        TinyModelSpec(arch="qwen2", vocab_size=2048, hidden_size=128, intermediate_size=352,
-                      num_layers=2, num_heads=4, num_kv_heads=2)
+        TinyConfig(arch="qwen2", vocab_size=2048, hidden_size=128, intermediate_size=352,
+                   num_layers=2, num_heads=4, num_kv_heads=2)
         if args.quick
-        else TinyModelSpec(arch="qwen2", vocab_size=8192, hidden_size=512, intermediate_size=1408,
-                           num_layers=6, num_heads=8, num_kv_heads=2,
-                           max_position_embeddings=max(512, args.max_length))
+        else TinyConfig(arch="qwen2", vocab_size=8192, hidden_size=512, intermediate_size=1408,
+                        num_layers=6, num_heads=8, num_kv_heads=2,
+                        max_position_embeddings=max(512, args.max_length))
     )
     # fmt: on
     model_dir = build_tiny_model(work / "model", texts, spec)
@@ -155,11 +157,12 @@ def worker_ours(work: Path, args: argparse.Namespace) -> dict:
     import torch.distributed as dist
 
     from valign_ray.config import load_config
+    from valign_ray.methods import get_method
     from valign_ray.models import load_model, load_tokenizer
     from valign_ray.train import worker
     from valign_ray.train.context import LocalContext
     from valign_ray.train.logprobs import encode_pair
-    from valign_ray.train.reference import REFERENCE_COLUMNS, score_reference
+    from valign_ray.train.reference import score_reference
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -171,12 +174,15 @@ def worker_ours(work: Path, args: argparse.Namespace) -> dict:
     rows = pl.read_parquet(work / f"{args.loss}.parquet")
     ref, tok = load_model(model_dir), load_tokenizer(model_dir)  # TRL loads a reference too
     t0 = _clock()
-    rows = score_reference(ref, tok, rows, args.loss, max_length=args.max_length, batch_size=32)
+    method = get_method(args.loss)
+    rows = score_reference(
+        ref, tok, rows, method.reference, max_length=args.max_length, batch_size=32
+    )
     ref_seconds, ref_cpu = (b - a for a, b in zip(t0, _clock(), strict=True))
     del ref
     # Padding of the reference batches (32 rows in row order, each padded to its longest).
     real = padded = 0
-    for _, comp, _ in REFERENCE_COLUMNS[args.loss]:
+    for comp, _ in method.reference:
         lens = [encode_pair(tok, p, c, max_length=args.max_length).length
                 for p, c in zip(rows["prompt"], rows[comp], strict=True)]  # fmt: skip
         real += sum(lens)

@@ -9,23 +9,22 @@ here touches configs, run folders or saved models. Heavy libraries (torch via
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
 from valign_ray.eval.representation import model_pair_preferences
 
+if TYPE_CHECKING:
+    from valign_ray.config import SyntheticConfig
 
-def synthetic_spec(cfg: Any, **changes: Any) -> Any:
-    """The :class:`SyntheticSpec` the pipeline builds from ``cfg.survey.synthetic`` (unset
-    fields keep the generator's defaults), with ``changes`` applied."""
-    from valign_ray.config_loader import to_dict
-    from valign_ray.survey.synthetic import SyntheticSpec
 
-    kwargs = {k: v for k, v in to_dict(cfg.survey.synthetic).items() if v is not None}
-    return SyntheticSpec(**{**kwargs, **changes})
+def synthetic_spec(cfg: Any, **changes: Any) -> SyntheticConfig:
+    """``cfg.survey.synthetic``, the survey the pipeline generates, with ``changes`` applied."""
+    return replace(cfg.survey.synthetic, **changes)
 
 
 def write_oracle_survey(cfg: Any, out_dir: str | Path, *, seed: int = 0) -> tuple[dict, Any]:

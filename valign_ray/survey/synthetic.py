@@ -34,17 +34,26 @@ truth is known by construction. The model of the world (all draws from one seede
 Respondents' answers are their own simulated population answers, so ``truth`` (realised shares
 over the whole population, overall and per category) is the finite-population quantity a
 weighted estimate should hit. The item texts (templates per dimension, ``DIMENSIONS``) live in
-:mod:`valign_ray.survey.synthetic_text`.
+:mod:`valign_ray.survey.synthetic_text`; the sampling design (points 4 and 6) in
+:mod:`valign_ray.survey.synthetic_design`. What to simulate is a
+:class:`~valign_ray.config.SyntheticConfig` (``survey.synthetic`` in a run config).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
+from valign_ray.config import SyntheticConfig
+from valign_ray.survey.synthetic_design import (
+    Margins,
+    design_factors,
+    place_thresholds,
+    selection_propensity,
+)
 from valign_ray.survey.synthetic_text import (
     DIMENSIONS,
     DimensionText,
@@ -57,43 +66,10 @@ from valign_ray.survey.tables import ANSWER_COLUMNS, CANDIDATE_COLUMNS, ITEM_COL
 LIKERT_OPTIONS = 5
 LIKERT_CUTS = np.array([-2.4, -0.8, 0.8, 2.4])  # theta + Logistic(0, 1) has SD about 2.5
 MARGIN_TOLERANCE = 1e-3
-MIN_CONTESTED_SHIFT = 0.03  # expected sample-vs-population share shift to place contested items
-Margins = dict[str, dict[str, float]]
 _DTYPES = {"str": pl.Utf8, "i64": pl.Int64}
 _ITEM_SCHEMA = {k: _DTYPES[t] for k, t in ITEM_COLUMNS.items()}
 _CANDIDATE_SCHEMA = {k: _DTYPES[t] for k, t in CANDIDATE_COLUMNS.items()}
 _ANSWER_SCHEMA = {k: _DTYPES[t] for k, t in ANSWER_COLUMNS.items()}
-
-
-def _default_oversample() -> Margins:
-    return {"age_band": {"65+": 3.0}, "region_group": {"South Island": 2.0}}
-
-
-def _default_response_rate() -> Margins:
-    return {"gender": {"male": 0.6}}
-
-
-@dataclass(frozen=True)
-class SyntheticSpec:
-    """What to simulate; the defaults build the quickstart survey (about 0.2 s)."""
-
-    seed: int = 0
-    n_population: int = 20000  # simulated population
-    n_sample: int = 600  # respondents in the (biased) survey sample
-    n_dimensions: int = 3  # K latent value dimensions (at most len(DIMENSIONS))
-    items_per_dimension: int = 8  # prompt items per dimension (at most 10)
-    statements_per_dimension: int = 2  # Likert statements per dimension (at most 3)
-    # variable -> category -> relative inclusion odds (unlisted categories: 1)
-    oversample: Margins = field(default_factory=_default_oversample)
-    # variable -> category -> probability of answering when selected (unlisted: 1)
-    response_rate: Margins = field(default_factory=_default_response_rate)
-    group_effect: float = 1.5  # strength of subgroup differences on the dimensions
-    noise: float = 1.0  # idiosyncratic spread of respondents' positions
-    flip: float = 0.05  # probability that a respondent rates both responses the same
-    pairwise_fraction: float = 0.5  # share of prompt items each respondent also compares
-    share_range: tuple[float, float] = (0.3, 0.75)  # population shares of the positive pole
-    # share of all prompt items placed to flip the sample majority (module docstring, point 4)
-    contested_fraction: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -144,7 +120,7 @@ class _Responses:
 
 
 def generate_synthetic(
-    spec: SyntheticSpec,
+    spec: SyntheticConfig,
     margins: Margins,
     variables: Sequence[str] = ("age_band", "gender", "region_group"),
 ) -> SyntheticSurvey:
@@ -155,8 +131,7 @@ def generate_synthetic(
     """
     _check_spec(spec)
     shares = _checked_shares(margins, variables)
-    _check_scheme(spec.oversample, shares, "oversample", upper=None)
-    _check_scheme(spec.response_rate, shares, "response_rate", upper=1.0)
+    schemes = design_factors(spec, shares)
     rng = np.random.default_rng(spec.seed)
     n_pop, dims = spec.n_population, DIMENSIONS[: spec.n_dimensions]
 
@@ -167,14 +142,11 @@ def generate_synthetic(
     for d in range(len(dims)):
         for v, cats in shares.items():
             theta[:, d] += _category_effects(rng, np.array(list(cats.values())), spec)[codes[v]]
-    propensity = np.ones(n_pop)
-    for scheme in (spec.oversample, spec.response_rate):
-        for v, factors in scheme.items():
-            propensity *= np.array([factors.get(c, 1.0) for c in shares[v]])[codes[v]]
+    propensity = selection_propensity(shares, codes, schemes)
 
     items, candidates, pos_ids, neg_ids, item_dim = _prompt_tables(rng, dims, spec)
     latent = theta[:, item_dim] + rng.logistic(size=(n_pop, len(pos_ids)))
-    tau, contested = _thresholds(rng, spec, latent, item_dim, propensity)
+    tau, contested = place_thresholds(rng, spec, latent, item_dim, propensity)
     prefers_pos = latent > tau
     same = rng.random(latent.shape) < spec.flip
     same_value = rng.random(latent.shape) < 0.5
@@ -202,8 +174,25 @@ def generate_synthetic(
         {"respondent_id": respondent_ids}
         | {v: np.array(list(cats))[codes[v][sample]].tolist() for v, cats in shares.items()}
     )
-    pop_pref, sample_pref = prefers_pos.mean(axis=0), prefers_pos[sample].mean(axis=0)
-    flips = pl.DataFrame(
+    return SyntheticSurvey(
+        respondents=respondents,
+        items=pl.concat([items, statements]),
+        candidates=candidates,
+        answers=_answers(rng, spec, respondent_ids, sample, world),
+        demographics={v: list(cats) for v, cats in shares.items()},
+        truth=_truth(shares, codes, world),
+        flips=_flips(world, sample, contested),
+        population_shares={
+            v: {c: float(np.mean(codes[v] == k)) for k, c in enumerate(cats)}
+            for v, cats in shares.items()
+        },
+    )
+
+
+def _flips(world: _Responses, sample: np.ndarray, contested: np.ndarray) -> pl.DataFrame:
+    """Per prompt item: population vs unweighted sample share preferring the positive pole."""
+    pop_pref, sample_pref = world.prefers_pos.mean(axis=0), world.prefers_pos[sample].mean(axis=0)
+    return pl.DataFrame(
         {
             "item_id": world.item_ids,
             "population_share": pop_pref,
@@ -212,41 +201,24 @@ def generate_synthetic(
             "contested": contested,
         }
     )
-    return SyntheticSurvey(
-        respondents=respondents,
-        items=pl.concat([items, statements]),
-        candidates=candidates,
-        answers=_answers(rng, spec, respondent_ids, sample, world),
-        demographics={v: list(cats) for v, cats in shares.items()},
-        truth=_truth(shares, codes, world),
-        flips=flips,
-        population_shares={
-            v: {c: float(np.mean(codes[v] == k)) for k, c in enumerate(cats)}
-            for v, cats in shares.items()
-        },
-    )
 
 
-def _check_spec(spec: SyntheticSpec) -> None:
+def _check_spec(spec: SyntheticConfig) -> None:
+    """The limits a config cannot state alone: they depend on the written item texts and on
+    other keys (the config checks each key's own range when it is built)."""
     limits = {
         "n_dimensions": (1, len(DIMENSIONS)),
         "items_per_dimension": (1, min(len(d.topics) for d in DIMENSIONS)),
         "statements_per_dimension": (0, min(len(d.statements) for d in DIMENSIONS)),
-        "n_population": (1, None),
         "n_sample": (1, spec.n_population),
-        "flip": (0.0, 1.0),
-        "pairwise_fraction": (0.0, 1.0),
-        "contested_fraction": (0.0, 1.0),
-        "group_effect": (0.0, None),
-        "noise": (0.0, None),
     }
     for name, (low, high) in limits.items():
         value = getattr(spec, name)
         if not (value >= low and (high is None or value <= high)):
-            raise ValueError(f"SyntheticSpec.{name}={value} must be in [{low}, {high}]")
+            raise ValueError(f"survey.synthetic.{name}={value} must be in [{low}, {high}]")
     low, high = spec.share_range
     if not 0.0 < low <= high < 1.0:
-        raise ValueError(f"SyntheticSpec.share_range={spec.share_range} needs 0 < lo <= hi < 1")
+        raise ValueError(f"survey.synthetic.share_range={spec.share_range} needs 0 < lo <= hi < 1")
 
 
 def _checked_shares(margins: Margins, variables: Sequence[str]) -> Margins:
@@ -267,20 +239,7 @@ def _checked_shares(margins: Margins, variables: Sequence[str]) -> Margins:
     return out
 
 
-def _check_scheme(scheme: Margins, shares: Margins, name: str, upper: float | None) -> None:
-    for v, factors in scheme.items():
-        if v not in shares:
-            raise ValueError(f"SyntheticSpec.{name}: unknown variable {v!r} (have {list(shares)})")
-        for c, x in factors.items():
-            if c not in shares[v]:
-                raise ValueError(
-                    f"SyntheticSpec.{name}[{v!r}]: unknown category {c!r} (have {list(shares[v])})"
-                )
-            if not (x > 0 and (upper is None or x <= upper)):
-                raise ValueError(f"SyntheticSpec.{name}[{v!r}][{c!r}]={x} must be in (0, {upper}]")
-
-
-def _category_effects(rng: np.random.Generator, p: np.ndarray, spec: SyntheticSpec) -> np.ndarray:
+def _category_effects(rng: np.random.Generator, p: np.ndarray, spec: SyntheticConfig) -> np.ndarray:
     """Effects with margin-weighted mean 0 and SD ``group_effect * U(0.5, 1)``."""
     z = rng.standard_normal(len(p))
     z -= p @ z
@@ -289,64 +248,8 @@ def _category_effects(rng: np.random.Generator, p: np.ndarray, spec: SyntheticSp
     return z * (scale / sd) if sd > 0 else z
 
 
-def _thresholds(
-    rng: np.random.Generator,
-    spec: SyntheticSpec,
-    latent: np.ndarray,
-    item_dim: np.ndarray,
-    propensity: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``tau`` per item (module docstring, point 4) and whether the item is contested.
-
-    A contested item's ``tau`` lies a fraction (k + 1) / (c + 1) of the way from the
-    population median of ``theta_d + L`` to its propensity-weighted median (the sample's
-    expected median): the population majority is on one side, the expected sample majority on
-    the other.
-    """
-    n_dims = int(item_dim.max()) + 1
-    pop_median = np.median(latent, axis=0)
-    w = propensity / propensity.sum()
-    above = w @ (latent > pop_median)  # expected sample share above the population median
-    shift = np.array([above[item_dim == d].mean() - 0.5 for d in range(n_dims)])
-    per_dim = _allocate_contested(shift, spec)
-    tau, contested = np.empty(latent.shape[1]), np.zeros(latent.shape[1], dtype=bool)
-    for d in range(n_dims):
-        c = per_dim[d]
-        grid = np.linspace(*spec.share_range, spec.items_per_dimension - c)
-        # a share of exactly 1/2 has no majority to get right or wrong
-        grid = np.where(np.abs(grid - 0.5) < 0.02, np.where(grid < 0.5, 0.48, 0.52), grid)
-        order = np.flatnonzero(item_dim == d)[rng.permutation(spec.items_per_dimension)]
-        for k, i in enumerate(order):
-            if k >= c:
-                tau[i] = np.quantile(latent[:, i], 1.0 - grid[k - c])
-                continue
-            by_value = np.argsort(latent[:, i])
-            cum = np.cumsum(w[by_value])
-            sample_median = latent[by_value[np.searchsorted(cum, 0.5)], i]
-            tau[i] = pop_median[i] + (sample_median - pop_median[i]) * (k + 1) / (c + 1)
-            contested[i] = True
-    return tau, contested
-
-
-def _allocate_contested(shift: np.ndarray, spec: SyntheticSpec) -> np.ndarray:
-    """Contested items per dimension: ``contested_fraction`` of all items, dealt round-robin
-    to the dimensions whose expected share shift is at least ``MIN_CONTESTED_SHIFT`` (largest
-    first, at most half of a dimension's items): where the bias barely moves the sample, a
-    "contested" item would sit at a share of 1/2 and flip by chance, not by bias."""
-    left = round(spec.contested_fraction * len(shift) * spec.items_per_dimension)
-    cap = spec.items_per_dimension // 2
-    eligible = [d for d in np.argsort(-np.abs(shift)) if abs(shift[d]) >= MIN_CONTESTED_SHIFT]
-    counts = np.zeros(len(shift), dtype=int)
-    while left > 0 and any(counts[d] < cap for d in eligible):
-        for d in eligible:
-            if left > 0 and counts[d] < cap:
-                counts[d] += 1
-                left -= 1
-    return counts
-
-
 def _prompt_tables(
-    rng: np.random.Generator, dims: Sequence[DimensionText], spec: SyntheticSpec
+    rng: np.random.Generator, dims: Sequence[DimensionText], spec: SyntheticConfig
 ) -> tuple[pl.DataFrame, pl.DataFrame, list[str], list[str], np.ndarray]:
     """Items and candidates. Which of ``<item>_r1`` / ``<item>_r2`` is pole-positive is random
     per item, so ids and candidate order carry no pole information."""
@@ -369,7 +272,7 @@ def _prompt_tables(
 
 
 def _statement_table(
-    dims: Sequence[DimensionText], spec: SyntheticSpec
+    dims: Sequence[DimensionText], spec: SyntheticConfig
 ) -> tuple[pl.DataFrame, np.ndarray]:
     rows = [
         (f"{dim.name}_s{j}", "statement", statement_text(dim, j), dim.name, LIKERT_OPTIONS)
@@ -382,7 +285,7 @@ def _statement_table(
 
 def _answers(
     rng: np.random.Generator,
-    spec: SyntheticSpec,
+    spec: SyntheticConfig,
     respondent_ids: list[str],
     sample: np.ndarray,
     world: _Responses,

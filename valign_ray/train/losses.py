@@ -20,6 +20,7 @@ subset is NaN, so aggregate them with ``nanmean`` or pool via the returned count
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -37,13 +38,41 @@ def _check_batch(**tensors: torch.Tensor) -> int:
     return first[0]
 
 
+def _check_number(
+    name: str,
+    value: object,
+    *,
+    low: float,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = True,
+    why: str = "",
+) -> float:
+    """``value`` as a float, or a ValueError naming ``name``, the value and the allowed range.
+
+    A bool is not a number here (``True > 0``), nor is NaN or a tensor of more than one element.
+    """
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, RuntimeError):
+        x = math.nan
+    above = x > low if low_open else x >= low
+    below = x < high if high_open else x <= high
+    if isinstance(value, bool) or not (above and below):
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must lie in {interval}{why}, got {value!r}")
+    return x
+
+
 def _check_weights(weights: torch.Tensor, weight_total: float | torch.Tensor | None) -> None:
     import torch
 
     if not torch.all(torch.isfinite(weights) & (weights >= 0)):
         raise ValueError(f"weights must be finite and >= 0, got {weights.tolist()}")
-    if weight_total is not None and not float(weight_total) > 0:
-        raise ValueError(f"weight_total must be > 0 (the global weight sum), got {weight_total}")
+    if weight_total is not None:
+        _check_number(
+            "weight_total", weight_total, low=0, low_open=True, why=" (the global weight sum)"
+        )
 
 
 def _weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -139,8 +168,12 @@ def kto_loss(
     if desirable.dtype != torch.bool:
         raise ValueError(f"desirable must be a BoolTensor, got dtype {desirable.dtype}")
     _check_weights(weights, weight_total)
-    if lambda_d < 0 or lambda_u < 0:
-        raise ValueError(f"lambda_d and lambda_u must be >= 0, got {lambda_d}, {lambda_u}")
+    _check_number("beta", beta, low=0, low_open=True)
+    lambdas = [
+        _check_number(n, v, low=0) for n, v in (("lambda_d", lambda_d), ("lambda_u", lambda_u))
+    ]
+    if lambdas == [0.0, 0.0]:
+        raise ValueError("lambda_d and lambda_u are both 0: every example would weigh nothing")
 
     z0 = torch.as_tensor(z0, dtype=policy_logps.dtype, device=policy_logps.device).detach()
     r = policy_logps - reference_logps
@@ -262,8 +295,11 @@ def dpo_loss(
         weights=weights,
     )
     _check_weights(weights, weight_total)
-    if beta <= 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
+    _check_number("beta", beta, low=0, low_open=True)
+    if not isinstance(label_smoothing, torch.Tensor):
+        # A constant eps >= 1/2 trusts each label no more than its flip: conservative DPO
+        # needs eps < 1/2. A per-pair tensor (soft labels, 1 - share) may take all of [0, 1].
+        _check_number("label_smoothing", label_smoothing, low=0, high=0.5)
     eps = torch.as_tensor(label_smoothing, dtype=policy_chosen.dtype, device=policy_chosen.device)
     if eps.dim() not in (0, 1) or (eps.dim() == 1 and eps.shape != policy_chosen.shape):
         raise ValueError(
