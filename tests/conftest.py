@@ -81,6 +81,7 @@ def local_process_group() -> None:
     DeepSpeed adopts an initialised process group instead of looking for MPI."""
     import torch.distributed as dist
 
+    os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed's engine asserts it is set
     if not dist.is_initialized():
         dist.init_process_group(
             "gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1

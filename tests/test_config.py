@@ -52,7 +52,7 @@ def test_misspelt_override_is_rejected() -> None:
     [
         ("train.lr=fast", "train.lr: expected a number"),
         ("train.epochs=1.5", "train.epochs: expected an integer"),
-        ("loss.name=ppo", "valid values: kto, dpo, sft"),
+        ("loss.name=ppo", "unknown method 'ppo'; valid: kto, dpo, sft"),
         ("train.zero_stage=4", "valid values: 0, 1, 2, 3"),
         ("wandb.enabled=maybe", "expected true or false"),
         ("weighting.variables=age_band", "expected a list"),

@@ -24,7 +24,7 @@ class ToyParams:
 def build_rows(inp: RowInputs) -> pl.DataFrame:
     from valign_ray.data.builders import build_kto_rows, canonical_order
 
-    rows = inp.map_answers(build_kto_rows)
+    rows = inp.map_answers(build_kto_rows, **inp.lookups)
     return canonical_order(rows.filter("label").drop("row_idx", "label"))
 
 

@@ -28,7 +28,7 @@ def build_rows(inp: RowInputs) -> pl.DataFrame:
     lose pairs); with soft labels, one pair per (prompt, two responses) with its share."""
     from valign_ray.data.builders import aggregate_pairs, build_dpo_pairs, canonical_order
 
-    rows = inp.map_answers(build_dpo_pairs, per_respondent=True)
+    rows = inp.map_answers(build_dpo_pairs, per_respondent=True, **inp.lookups)
     if inp.cfg.loss.soft_labels:
         rows = canonical_order(aggregate_pairs(rows.drop("row_idx")))
     return rows

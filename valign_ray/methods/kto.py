@@ -42,7 +42,7 @@ def build_rows(inp: RowInputs) -> pl.DataFrame:
             )
         )
     else:
-        rows = inp.map_answers(build_kto_rows)
+        rows = inp.map_answers(build_kto_rows, **inp.lookups)
     return assign_kl_completions(rows, seed=cfg.data.split_seed)
 
 
