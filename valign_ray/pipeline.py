@@ -12,7 +12,6 @@ outputs exist, and says so; each run's manifest (git commit, packages, input has
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -21,25 +20,11 @@ import yaml
 from valign_ray.config import PipelineConfig, public_config_dict
 from valign_ray.methods import get_method
 from valign_ray.provenance import manifest
-from valign_ray.results import RunSummary, SummaryError
+from valign_ray.results import PreparedInputs, RunSummary, SummaryError
 from valign_ray.run_layout import RunLayout, write_text_atomic
 from valign_ray.stages import STAGES, Stage, StageContext
 
 PREPARE_STAGES = ("survey", "weights", "constitution", "datasets", "model", "reference")
-
-
-@dataclass(frozen=True)
-class PreparedInputs:
-    """Everything a training run needs, prepared once: the scored training rows, the held-out
-    pairs, the base model folder and the reference cache file."""
-
-    config: PipelineConfig
-    layout: RunLayout
-    rows: pl.DataFrame  # training rows with their reference columns, in row_idx order
-    eval_pairs: pl.DataFrame | None  # held-out respondents' pairs (ratings surveys)
-    base_model: Path
-    reference_cache: Path | None
-    summary: RunSummary
 
 
 def layout_of(cfg: PipelineConfig) -> RunLayout:

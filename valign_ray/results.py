@@ -12,7 +12,13 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from valign_ray.config import PipelineConfig
+    from valign_ray.run_layout import RunLayout
 
 
 class SummaryError(ValueError):
@@ -219,3 +225,17 @@ class RunSummary:
     @classmethod
     def load(cls, path: Path) -> RunSummary:
         return cls.from_json(json.loads(Path(path).read_text()))
+
+
+@dataclass(frozen=True)
+class PreparedInputs:
+    """Everything a training run needs, prepared once: the scored training rows, the held-out
+    pairs, the base model folder and the reference cache file."""
+
+    config: PipelineConfig
+    layout: RunLayout
+    rows: pl.DataFrame  # training rows with their reference columns, in row_idx order
+    eval_pairs: pl.DataFrame | None  # held-out respondents' pairs (ratings surveys)
+    base_model: Path
+    reference_cache: Path | None
+    summary: RunSummary

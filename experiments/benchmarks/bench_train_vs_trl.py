@@ -1,7 +1,6 @@
 """Training throughput of our KTO and DPO loop vs TRL's ``KTOTrainer`` / ``DPOTrainer`` on CPU.
 
-    python experiments/benchmarks/bench_train_vs_trl.py [--steps 10] [--batch-size 8]
-        [--max-length 192] [--threads 2] [--zero-stage 2] [--quick]
+    python experiments/benchmarks/bench_train_vs_trl.py [--steps 10] [--batch-size 8] [--quick]
 
 One run prepares everything once (a 21 M-parameter Qwen2 built from a config, with a BPE
 tokenizer trained on the texts; the rows), then trains each side in its own subprocess so both
@@ -21,9 +20,7 @@ are left out and rates use the median step. Wall and the process's CPU time are 
 (CPU time is less disturbed by other processes on a shared machine). Tokens: the non-padding
 tokens of every sequence a step runs through the policy (KTO: completion + KL; DPO: chosen +
 rejected). ``--profile DIR`` writes a cProfile (CPU time) per side: ``python -m pstats DIR/x.prof``.
-
-TRL's own default ``gradient_checkpointing=True`` is turned off here, since our loop does not
-checkpoint activations; with it TRL would recompute each forward.
+TRL's own default ``gradient_checkpointing=True`` is off here: our loop does not checkpoint.
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ def kto_loss(pol, ref, desirable, kl_pol, kl_ref, beta=0.1, lambda_d=1.0, lambda
     return torch.where(desirable, loss_d, loss_u).mean()
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=1024)
@@ -72,7 +72,11 @@ def main() -> None:
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="peak dense bf16 TFLOP/s")
     ap.add_argument("--attn", default="sdpa", help="attn_implementation (sdpa, eager, ...)")
     ap.add_argument("--head-on-completion", action="store_true", help="LM head on completions only")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.steps <= args.warmup:
         raise SystemExit(f"--steps {args.steps} must exceed --warmup {args.warmup}")
     dev = torch.device(args.device)

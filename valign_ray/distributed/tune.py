@@ -19,7 +19,7 @@ import polars as pl
 from valign_ray.config import PipelineConfig
 
 if TYPE_CHECKING:
-    from valign_ray.pipeline import PreparedInputs
+    from valign_ray.results import PreparedInputs
     from valign_ray.sweeps import SweepConfig
 
 

@@ -249,6 +249,21 @@ def soft_label_smoothing(share: float | torch.Tensor) -> float | torch.Tensor:
     return 1.0 - float(share)
 
 
+def _smoothing_tensor(label_smoothing: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """DPO's label-flip probability as a scalar or [B] tensor in [0, 1]."""
+    import torch
+
+    eps = torch.as_tensor(label_smoothing, dtype=like.dtype, device=like.device)
+    if eps.dim() not in (0, 1) or (eps.dim() == 1 and eps.shape != like.shape):
+        raise ValueError(
+            f"label_smoothing must be a number or a [B] tensor, got shape {tuple(eps.shape)} "
+            f"for B={like.shape[0]}"
+        )
+    if not torch.all((eps >= 0) & (eps <= 1)):
+        raise ValueError(f"label_smoothing must lie in [0, 1], got {eps.tolist()}")
+    return eps
+
+
 def dpo_loss(
     policy_chosen: torch.Tensor,
     policy_rejected: torch.Tensor,
@@ -300,14 +315,7 @@ def dpo_loss(
         # A constant eps >= 1/2 trusts each label no more than its flip: conservative DPO
         # needs eps < 1/2. A per-pair tensor (soft labels, 1 - share) may take all of [0, 1].
         _check_number("label_smoothing", label_smoothing, low=0, high=0.5)
-    eps = torch.as_tensor(label_smoothing, dtype=policy_chosen.dtype, device=policy_chosen.device)
-    if eps.dim() not in (0, 1) or (eps.dim() == 1 and eps.shape != policy_chosen.shape):
-        raise ValueError(
-            f"label_smoothing must be a number or a [B] tensor, got shape {tuple(eps.shape)} "
-            f"for B={policy_chosen.shape[0]}"
-        )
-    if not torch.all((eps >= 0) & (eps <= 1)):
-        raise ValueError(f"label_smoothing must lie in [0, 1], got {eps.tolist()}")
+    eps = _smoothing_tensor(label_smoothing, policy_chosen)
 
     chosen_ratio = policy_chosen - ref_chosen
     rejected_ratio = policy_rejected - ref_rejected
