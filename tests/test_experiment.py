@@ -212,3 +212,49 @@ def test_a_real_experiment_then_a_rerun_that_skips(ray_session, tmp_path: Path) 
     assert sorted((exp / ".tune").iterdir()) == tune_runs  # no new Tune experiment
     kept = ["run", "eval.aligned.preference_accuracy", "weighting.ess"]
     assert again.select(kept).equals(done.select(kept))
+
+
+def test_run_experiment_table_without_ray(tmp_path: Path, monkeypatch) -> None:
+    """The runner around a stand-in grid: run "done" is finished already (skipped, no trial),
+    "ok" trains (its summary numbers reach the table), "bad" fails (kept, with its error, and
+    its stale summary from another config is gone, so it is not taken for finished later)."""
+    import valign_ray.distributed.grid as grid
+
+    exp = tmp_path / "exp"
+    plan = {
+        r.name: r.config
+        for r in plan_runs(SMOKE, [Variant("done"), Variant("ok"), Variant("bad")], [0],
+                           output_dir=exp)
+    }  # fmt: skip
+    _fake_run(plan["done"], {"eval": {"aligned": {"preference_accuracy": 0.75}}})
+    _fake_run(plan["bad"], {"eval": {"aligned": {"preference_accuracy": 0.5}}})
+    (plan["bad"].run_dir / "config.yaml").write_text("loss: {beta: 9.0}\n")  # another config
+    calls = []
+
+    def fake_grid(trial_fn, points, **kwargs):
+        calls.append(([p["run"] for p in points], kwargs))
+        (exp / "ok").mkdir()
+        (exp / "ok" / "summary.json").write_text(json.dumps({"wall_s": {"total": 3}}))
+        return [
+            {"status": "ok", "error": None, "result": {}},
+            {"status": "error", "error": "RuntimeError: boom", "result": {}},
+        ]
+
+    monkeypatch.setattr(grid, "run_grid", fake_grid)
+    table = run_experiment(
+        SMOKE, [Variant("done"), Variant("ok"), Variant("bad")], [0], output_dir=exp, name="e1"
+    )
+    assert [c[0] for c in calls] == [["ok", "bad"]]
+    kwargs = calls[0][1]
+    assert kwargs["env_vars"] == {"WANDB_RUN_GROUP": "e1"}
+    assert kwargs["worker_cpus"] == 2  # smoke.yaml: train.num_workers 2 (the default)
+    assert kwargs["storage_path"] == exp / ".tune"
+    assert table.select("run", "status", "error").rows() == [
+        ("done", "skipped", None),
+        ("ok", "finished", None),
+        ("bad", "failed", "RuntimeError: boom"),
+    ]
+    assert table["eval.aligned.preference_accuracy"].to_list() == [0.75, None, None]
+    assert table["wall_s.total"].to_list() == [None, 3, None]
+    assert not (exp / "bad" / "summary.json").exists()
+    assert pl.read_csv(exp / "runs.csv")["status"].to_list() == ["skipped", "finished", "failed"]

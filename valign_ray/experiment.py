@@ -199,6 +199,10 @@ def run_experiment(
     finished = is_finished or run_is_finished
     todo = [run for run in plan if not finished(run.config)]
     outcome = {run.name: ("skipped", None) for run in plan}
+    for run in todo:
+        # A summary here is another config's (run_pipeline rewrites config.yaml first): were
+        # this run to fail, the old summary beside the new snapshot would pass for its result.
+        (run.config.run_dir / "summary.json").unlink(missing_ok=True)
     if todo:
         print(f"[experiment {name}] {len(todo)} of {len(plan)} runs to do", flush=True)
         results = run_grid(
@@ -218,6 +222,7 @@ def run_experiment(
                 ("finished", None) if res["status"] == "ok" else ("failed", res["error"])
             )
     table = runs_table([_record(run, *outcome[run.name]) for run in plan])
+    Path(exp).mkdir(parents=True, exist_ok=True)
     table.write_csv(Path(exp) / "runs.csv")
     table.write_parquet(Path(exp) / "runs.parquet")
     counts = table["status"].value_counts(sort=True).iter_rows()
