@@ -31,6 +31,13 @@ def init_ray(cfg: RayConfig) -> None:
     if not joining and cfg.num_cpus is not None:
         kwargs["num_cpus"] = cfg.num_cpus
     ray.init(address=cfg.address, **kwargs)
+    configure_data_context()
+
+
+def configure_data_context() -> None:
+    """Ray Data settings of this process (also of a Ray worker that drives a pipeline run)."""
+    import ray
+
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # our stage lines are the progress output
     ctx.execution_options.preserve_order = True

@@ -122,9 +122,11 @@ def render_html(sections: list[Section], title: str) -> str:
 
 
 def log_to_wandb(sections: list[Section], cfg: Any, wandb_dir: Path, name: str) -> Path:
-    """Log every table and plot of the report to a W&B run (job type ``report``, grouped with
-    the training run by the run name); the tables hold aggregates only. Returns its folder."""
+    """Log every table and plot of the report to a W&B run (job type ``report``, grouped by the
+    run name, or by ``WANDB_RUN_GROUP`` when set: an experiment's name, which its training runs
+    carry too); the tables hold aggregates only. Returns its folder."""
     import io
+    import os
 
     import wandb
     from PIL import Image
@@ -139,7 +141,8 @@ def log_to_wandb(sections: list[Section], cfg: Any, wandb_dir: Path, name: str) 
         mode=cfg.wandb.mode,
         dir=str(wandb_dir),
         name=f"{name}-report",
-        group=name,
+        # An experiment (valign_ray.experiment) groups all its runs under its own name.
+        group=os.environ.get("WANDB_RUN_GROUP") or name,
         job_type="report",
         config=config,
         reinit="create_new",
