@@ -14,6 +14,7 @@ import pytest
 from valign_ray.eval import plots
 from valign_ray.eval.report import write_report
 from valign_ray.eval.report_inputs import load_train_metrics, representation_tables
+from valign_ray.results import RunSummary
 
 HEADINGS = [
     "1. Summary",
@@ -57,6 +58,7 @@ def test_report_of_a_real_smoke_run(smoke_run) -> None:
 
     # Every section's content, from the run's own files.
     summary = json.loads((run / "summary.json").read_text())
+    assert RunSummary.load(run / "summary.json").to_json() == summary  # typed, lossless
     card = json.loads((run / "datasets/kto/card.json").read_text())
     for text in (
         "| loss | kto |",
@@ -181,7 +183,8 @@ def _write_synthetic_run(run: Path, wandb_line: str) -> list[str]:
     rep["aligned"]["groups"][1]["estimate"] = 0.85
     summary = {
         "name": "synth",
-        "model": {"parameters": 1234},
+        "run_dir": str(run),
+        "model": {"path": "base_model", "parameters": 1234},
         "wall_s": {"survey": 0.5, "train": 12.0},
         "eval": {
             "base": {"preference_accuracy": 0.5, "margin": 0.0, "n_pairs": 40},
@@ -267,7 +270,7 @@ def test_likert_eval_and_polis_survey_shapes(tmp_path: Path) -> None:
                     "worst_group": 0.8, "spread": 0.1},
     }  # fmt: skip
     polis = {"source": "polis", "report": {"statements": {"in": 5, "moderated_out_ids": ["a"]}}}
-    summary = {"name": "polis", "survey": polis, "eval": likert}
+    summary = {"name": "polis", "run_dir": str(tmp_path), "survey": polis, "eval": likert}
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     out = write_report(tmp_path)
     md = out["md"].read_text()

@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import yaml
 
-from valign_ray.config import PipelineConfig, load_config, public_config_dict
+from valign_ray.config import PipelineConfig, load_config
 
 IDENTITY_KEYS = ("name", "output_dir")  # where a run is, not what it is
 TABLE_KEYS = ("run", "variant", "seed", "status", "error")
@@ -105,18 +104,11 @@ def plan_runs(
 
 
 def run_is_finished(cfg: PipelineConfig) -> bool:
-    """True when ``cfg.run_dir`` holds a full run (a summary with the evaluation, written last)
-    of this very config: its ``config.yaml`` snapshot equals ``cfg`` but for where it lives."""
-    summary, snapshot = cfg.run_dir / "summary.json", cfg.run_dir / "config.yaml"
-    if not (summary.exists() and snapshot.exists()):
-        return False
-    if "eval" not in json.loads(summary.read_text()):  # `valign prepare` writes one too
-        return False
-    old, new = yaml.safe_load(snapshot.read_text()), public_config_dict(cfg)
-    for key in IDENTITY_KEYS:
-        old.pop(key, None)
-        new.pop(key)
-    return old == new
+    """True when ``cfg.run_dir`` holds a full run of this very config: every stage's recorded
+    fingerprint matches (:func:`valign_ray.pipeline.run_is_current`)."""
+    from valign_ray.pipeline import run_is_current
+
+    return run_is_current(cfg)
 
 
 def flatten_numbers(data: dict[str, Any], prefix: str = "") -> dict[str, float | int]:
@@ -199,10 +191,8 @@ def run_experiment(
     finished = is_finished or run_is_finished
     todo = [run for run in plan if not finished(run.config)]
     outcome = {run.name: ("skipped", None) for run in plan}
-    for run in todo:
-        # A summary here is another config's (run_pipeline rewrites config.yaml first): were
-        # this run to fail, the old summary beside the new snapshot would pass for its result.
-        (run.config.run_dir / "summary.json").unlink(missing_ok=True)
+    # A run left half done keeps its summary: its finished stages are skipped by fingerprint.
+    # A failed trial is recorded as failed whatever summary.json holds (see _record).
     if todo:
         print(f"[experiment {name}] {len(todo)} of {len(plan)} runs to do", flush=True)
         results = run_grid(

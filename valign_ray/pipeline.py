@@ -99,6 +99,26 @@ def _run_stages(cfg: PipelineConfig, names: tuple[str, ...]) -> tuple[StageConte
     return ctx, summary
 
 
+def run_is_current(cfg: PipelineConfig) -> bool:
+    """True when ``cfg``'s run directory holds a finished run whose every stage fingerprint
+    matches what ``cfg`` and its input files give now (so ``run_pipeline`` would skip it all)."""
+    layout = layout_of(cfg)
+    earlier = _recorded(layout)
+    if earlier is None:
+        return False
+    ctx = StageContext(cfg=cfg, layout=layout)
+    for stage in STAGES:
+        fp = stage.fingerprint(ctx)
+        ctx.fingerprints[stage.name] = fp
+        recorded = earlier.results.get(stage.section)
+        if earlier.fingerprints.get(stage.name) != fp or recorded is None:
+            return False
+        ctx.results[stage.section] = recorded
+        if not all(p.exists() for p in stage.outputs(ctx)):
+            return False
+    return True
+
+
 def run_pipeline(cfg: PipelineConfig, *, stages: list[str] | None = None) -> RunSummary:
     """Run the stages (all, then the report, by default) under ``cfg.run_dir``; write and
     return the summary. Stages before the requested ones are checked by fingerprint (and

@@ -75,6 +75,7 @@ from valign_ray.eval.report_render import (
     render_html,
     render_markdown,
 )
+from valign_ray.results import RunSummary
 
 RESERVED_EVAL_KEYS = ("groups", "representation")
 # Plotted side by side when every model has them (the table shows every numeric metric).
@@ -94,8 +95,10 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     if not run_dir.is_dir():
         raise ValueError(f"run directory {run_dir} does not exist")
     cfg = load_run_config(run_dir)
-    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
-    name = str(summary.get("name") or (cfg.name if cfg else run_dir.name))
+    path = run_dir / "summary.json"
+    name = cfg.name if cfg else run_dir.name
+    summary = RunSummary.load(path) if path.exists() else RunSummary(name, str(run_dir))
+    name = summary.name
     sections = build_sections(run_dir, cfg, summary)
     plot_dir = run_dir / PLOT_DIR
     plot_dir.mkdir(exist_ok=True)
@@ -110,7 +113,7 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     return out
 
 
-def build_sections(run_dir: Path, cfg: Any, summary: dict[str, Any]) -> list[Section]:
+def build_sections(run_dir: Path, cfg: Any, summary: RunSummary) -> list[Section]:
     """The six sections, in order, from whatever files the run directory holds."""
     return [
         _summary_section(run_dir, cfg, summary),
@@ -129,9 +132,9 @@ def _missing(what: str) -> str:
 # ---------------------------------------------------------------- sections
 
 
-def _summary_section(run_dir: Path, cfg: Any, summary: dict[str, Any]) -> Section:
+def _summary_section(run_dir: Path, cfg: Any, summary: RunSummary) -> Section:
     sec = Section("Summary")
-    name = summary.get("name") or (cfg.name if cfg else run_dir.name)
+    name = summary.name
     sec.blocks.append(f"Run: {name} ({run_dir.resolve()})")
     if cfg is None:
         sec.blocks.append(_missing("config.yaml"))
@@ -140,7 +143,8 @@ def _summary_section(run_dir: Path, cfg: Any, summary: dict[str, Any]) -> Sectio
         from valign_ray.methods import get_method
 
         rows: list[list[Any]] = get_method(loss.name).report_rows(loss)
-        params = summary.get("model", {}).get("parameters")
+        model = summary.results.get("model")  # absent until the model stage has run
+        params = model.parameters if model is not None else None
         base = m.path or f"tiny {m.tiny.arch} ({m.tiny.num_layers} layers x {m.tiny.hidden_size})"
         rows += [
             ["model", base],
@@ -156,7 +160,7 @@ def _summary_section(run_dir: Path, cfg: Any, summary: dict[str, Any]) -> Sectio
             ["weighting", ", ".join(cfg.weighting.variables) if cfg.weighting.enabled else "off"],
         ]
         sec.blocks.append(Table("config", "Configuration highlights", ["setting", "value"], rows))
-    wall = summary.get("wall_s")
+    wall = summary.wall_s
     if wall:
         rows = [[stage, float(s)] for stage, s in wall.items()]
         sec.blocks.append(Table("wall_time", "Wall time per stage", ["stage", "seconds"], rows))
@@ -165,10 +169,11 @@ def _summary_section(run_dir: Path, cfg: Any, summary: dict[str, Any]) -> Sectio
     return sec
 
 
-def _survey_section(run_dir: Path, summary: dict[str, Any]) -> Section:
+def _survey_section(run_dir: Path, summary: RunSummary) -> Section:
     sec = Section("Survey and weighting")
     qpath = run_dir / "survey" / "quarantine_counts.json"
-    counts = read_json(qpath) if qpath.exists() else summary.get("survey")
+    survey = summary.results.get("survey")
+    counts = read_json(qpath) if qpath.exists() else survey and survey.to_json()
     if counts and all(isinstance(c, dict) and "rows_in" in c for c in counts.values()):
         rows = [
             [role, c["rows_in"], c["kept"], c["quarantined"]]
@@ -196,7 +201,7 @@ def _survey_section(run_dir: Path, summary: dict[str, Any]) -> Section:
         if margins:
             fig = plots.margins_chart(margins)
             sec.blocks.append(_plot("margins", "Share per category: sample, weighted, target", fig))
-    elif summary.get("weighting", {}).get("method") == "none":
+    elif (w := summary.results.get("weighting")) is not None and w.method == "none":
         sec.blocks.append("Weighting disabled: every respondent weighs 1.")
     else:
         sec.blocks.append(_missing("weights/diagnostics.json"))
@@ -214,10 +219,10 @@ def _survey_section(run_dir: Path, summary: dict[str, Any]) -> Section:
     return sec
 
 
-def _data_section(run_dir: Path, summary: dict[str, Any]) -> Section:
+def _data_section(run_dir: Path, summary: RunSummary) -> Section:
     sec = Section("Training data")
-    if summary.get("datasets"):
-        rows = [[k, v] for k, v in summary["datasets"].items()]
+    if (datasets := summary.results.get("datasets")) is not None:
+        rows = [[k, v] for k, v in datasets.to_json().items()]
         title = "Dataset sizes (summary.json)"
         sec.blocks.append(Table("dataset_sizes", title, ["quantity", "value"], rows))
     cards = sorted((run_dir / "datasets").glob("*/card.json"))
@@ -267,9 +272,10 @@ def _curves_section(path: Path) -> Section:
     return sec
 
 
-def _eval_section(summary: dict[str, Any]) -> Section:
+def _eval_section(summary: RunSummary) -> Section:
     sec = Section("Evaluation")
-    ev = summary.get("eval")
+    result = summary.results.get("eval")
+    ev = result.models if result is not None else None
     if not ev:
         sec.blocks.append(_missing("summary.json (eval)"))
         return sec
