@@ -1,0 +1,61 @@
+"""The headline experiment's assembly (valign_ray.eval.representation_experiment): which runs
+it asks the experiment runner for, and (slow) the whole experiment at a tiny size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from valign_ray.config import load_config
+from valign_ray.eval.representation_experiment import representation_variants
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs/representation.yaml"
+
+
+def test_only_oracle_variants_read_the_oracle_survey() -> None:
+    """Seven trained variants; the two *_oracle ones switch the survey to the oracle files
+    (after their own overrides), the others keep the synthetic source."""
+    base = load_config(CONFIG)
+    files = {"instrument": Path("/o/instrument.yaml"), "respondents": Path("/o/respondents.csv")}
+    variants = {v.name: v.overrides for v in representation_variants(base, files)}
+    assert list(variants) == [
+        "kto_unweighted", "kto_weighted", "kto_oracle",
+        "dpo_unweighted", "dpo_hard", "dpo_oracle", "dpo_soft",
+    ]  # fmt: skip
+    oracle = (
+        "survey.source=files",
+        "survey.files.instrument=/o/instrument.yaml",
+        "survey.files.respondents=/o/respondents.csv",
+    )
+    assert variants["kto_oracle"] == ("weighting.enabled=false", *oracle)
+    assert variants["dpo_oracle"] == ("loss.name=dpo", "weighting.enabled=false", *oracle)
+    for name in ("kto_unweighted", "kto_weighted", "dpo_hard", "dpo_soft"):
+        assert not any(o.startswith("survey.") for o in variants[name])
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_the_whole_experiment_at_a_tiny_size(ray_session, tmp_path: Path) -> None:
+    """Seven 2-step runs through the experiment runner, then the scoring: every run finished,
+    results for the base model and all seven variants in both model forms, the plots."""
+    from valign_ray.eval.representation_experiment import run_representation_experiment
+
+    sets = [
+        "survey.synthetic.n_population=1500",
+        "survey.synthetic.n_sample=120",
+        "train.max_steps=2",
+        "train.num_workers=1",
+    ]
+    out = run_representation_experiment(CONFIG, sets, tmp_path / "exp")
+    runs = pl.read_csv(tmp_path / "exp" / "runs.csv")
+    assert runs.height == 7 and (runs["status"] == "finished").all()
+    assert set(out["results"]["implicit"]) == {"base", *runs["run"]}
+    assert set(out["results"]["data"]) == set(runs["run"])
+    saved = json.loads((tmp_path / "exp" / "results.json").read_text())
+    assert saved["base_models_identical"] is True
+    for name in ("results.md", "a_population_implicit.png", "a_groups_logprob.png"):
+        assert (tmp_path / "exp" / name).exists(), name
