@@ -24,10 +24,12 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_parquet_atomic(frame: object, path: Path) -> None:
-    """``frame.write_parquet`` through a temporary file and a rename."""
+    """``frame.write_parquet`` through a temporary file of its own and a rename: concurrent
+    writers of one file (two runs filling a shared cache entry) never mix their bytes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     frame.write_parquet(tmp)  # type: ignore[attr-defined]
     os.replace(tmp, path)
 
