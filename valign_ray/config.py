@@ -75,6 +75,10 @@ class WeightingConfig:
     margins: Str = "data/margins/nz_2023.csv"  # population shares per variable and category
     variables: tuple[Str, ...] = ("age_band", "gender", "region_group")  # raked variables
     trim_max: Annotated[Float, Field(gt=1)] | None = 5.0  # cap on weight / mean weight, re-rake
+    # When the cap stops the margins being met: raise_cap (the smallest cap up to
+    # trim_max_limit that meets them, said in the output), error (stop), accept (continue).
+    on_cap_binding: Literal["raise_cap", "error", "accept"] = "raise_cap"
+    trim_max_limit: Float = Field(20.0, gt=1)  # raise_cap: the highest cap it may go to
     tol: Float = Field(1e-10, gt=0)  # raking stops when margins are this close
     max_iter: Int = Field(1000, ge=1)  # raking iterations before giving up
 
