@@ -215,6 +215,35 @@ class PipelineConfig:
         return Path(self.output_dir) / self.name
 
 
+Counts = dict[Str, dict[Str, Annotated[Int, Field(ge=0)]]]  # variable -> category -> count
+Propensities = dict[Str, dict[Str, Annotated[Float, Field(gt=0)]]]
+
+
+@dataclass(frozen=True, config=STRICT)
+class DesignConfig:
+    """What ``valign design`` plans: quotas from the margins and the precision they give."""
+
+    margins: Str = "data/margins/nz_2023.csv"  # population shares per variable and category
+    variables: tuple[Str, ...] = ("age_band", "gender", "region_group")  # quota variables
+    interlock: tuple[Str, ...] = ()  # quotas per cell of these (two or more) variables too
+    joint: Str | None = None  # CSV of the interlocked cells' shares; null: independence
+    minimum: Counts = field(default_factory=dict)  # at least this many in a subgroup of interest
+    propensity: Propensities = field(default_factory=dict)  # relative response; unlisted: 1
+    target_moe: Float = Field(0.05, gt=0, lt=1)  # margin of error wanted in every subgroup
+
+
+def load_design_config(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = ()
+) -> DesignConfig:
+    """A design file: one ``design:`` mapping (plus ``--set design.x=...`` overrides)."""
+    from valign_ray.config_loader import ConfigError
+
+    data = apply_overrides(load_yaml(path), list(overrides))
+    if set(data) != {"design"}:
+        raise ConfigError(f"{path}: a design file has one top-level key 'design', got {list(data)}")
+    return from_dict(DesignConfig, data["design"])
+
+
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
     """Load a pipeline config from YAML plus ``--set`` overrides; errors name the bad key."""
     from valign_ray.methods import get_method
