@@ -22,6 +22,8 @@ HELP = {
     "prepare": "survey ingestion, weighting, the constitution and the training datasets",
     "sweep": "a Ray Tune sweep of the loss hyper-parameters (configs/sweep_*.yaml)",
     "report": "report.md and report.html for a run directory",
+    "design": "collection design: quotas for N respondents and the margin of error per subgroup "
+    "(configs/design_*.yaml); --from RUN_DIR: the same from a collected sample's weights",
 }
 
 
@@ -65,6 +67,35 @@ def _report(args: argparse.Namespace) -> Any:
     return paths
 
 
+def _design(args: argparse.Namespace) -> Any:
+    from valign_ray.config import load_design_config
+    from valign_ray.survey.design_plan import (
+        format_design,
+        observed_design,
+        plan_design,
+        write_design,
+    )
+
+    cfg = load_design_config(args.config, args.set)
+    if args.from_run is None and args.n is None:
+        raise ConfigError("design: give --n N (respondents to plan for) or --from RUN_DIR")
+    try:  # margins, minimums above N, a missing run: all the config's or the command's
+        plan = observed_design(cfg, args.from_run) if args.from_run else plan_design(cfg, args.n)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError(str(exc)) from None
+    print(format_design(plan))
+    for path in write_design(plan, args.out):
+        print(f"wrote {path}")
+    return plan
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -79,6 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("report", help=HELP["report"])
     p.add_argument("run_dir", help="a run directory (output_dir/name)")
     p.set_defaults(fn=_report)
+    p = sub.add_parser("design", help=HELP["design"])
+    p.add_argument("config", help="design YAML (configs/design_nz.yaml)")
+    p.add_argument("--n", type=_positive_int, help="respondents to plan for")
+    p.add_argument("--out", default="runs/design", help="folder for quotas.csv, precision.csv")
+    p.add_argument("--from", dest="from_run", metavar="RUN_DIR", help="a collected run's weights")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+    p.set_defaults(fn=_design)
     args = parser.parse_args(argv)
     try:
         args.fn(args)

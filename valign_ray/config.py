@@ -75,6 +75,10 @@ class WeightingConfig:
     margins: Str = "data/margins/nz_2023.csv"  # population shares per variable and category
     variables: tuple[Str, ...] = ("age_band", "gender", "region_group")  # raked variables
     trim_max: Annotated[Float, Field(gt=1)] | None = 5.0  # cap on weight / mean weight, re-rake
+    # When the cap stops the margins being met: raise_cap (the smallest cap up to
+    # trim_max_limit that meets them, said in the output), error (stop), accept (continue).
+    on_cap_binding: Literal["raise_cap", "error", "accept"] = "raise_cap"
+    trim_max_limit: Float = Field(20.0, gt=1)  # raise_cap: the highest cap it may go to
     tol: Float = Field(1e-10, gt=0)  # raking stops when margins are this close
     max_iter: Int = Field(1000, ge=1)  # raking iterations before giving up
 
@@ -209,6 +213,35 @@ class PipelineConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
+
+
+Counts = dict[Str, dict[Str, Annotated[Int, Field(ge=0)]]]  # variable -> category -> count
+Propensities = dict[Str, dict[Str, Annotated[Float, Field(gt=0)]]]
+
+
+@dataclass(frozen=True, config=STRICT)
+class DesignConfig:
+    """What ``valign design`` plans: quotas from the margins and the precision they give."""
+
+    margins: Str = "data/margins/nz_2023.csv"  # population shares per variable and category
+    variables: tuple[Str, ...] = ("age_band", "gender", "region_group")  # quota variables
+    interlock: tuple[Str, ...] = ()  # quotas per cell of these (two or more) variables too
+    joint: Str | None = None  # CSV of the interlocked cells' shares; null: independence
+    minimum: Counts = field(default_factory=dict)  # at least this many in a subgroup of interest
+    propensity: Propensities = field(default_factory=dict)  # relative response; unlisted: 1
+    target_moe: Float = Field(0.05, gt=0, lt=1)  # margin of error wanted in every subgroup
+
+
+def load_design_config(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = ()
+) -> DesignConfig:
+    """A design file: one ``design:`` mapping (plus ``--set design.x=...`` overrides)."""
+    from valign_ray.config_loader import ConfigError
+
+    data = apply_overrides(load_yaml(path), list(overrides))
+    if set(data) != {"design"}:
+        raise ConfigError(f"{path}: a design file has one top-level key 'design', got {list(data)}")
+    return from_dict(DesignConfig, data["design"])
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:

@@ -178,6 +178,11 @@ def format_summary(summary: RunSummary) -> str:
             lines.append(f"{'pairs (held-out respondents)':<28}{base['n_pairs']:>10}")
     w = summary.results.get("weighting")
     if w is not None:
-        lines.append(f"weighting: n={w.n} ESS={w.ess:.1f}")
+        line = f"weighting: n={w.n} ESS={w.ess:.1f}"
+        if w.trim_max is not None:
+            line += f" trim cap {w.trim_max:g} ({w.on_cap_binding})"
+        if w.cap_binding:
+            line += f" CAP BINDING: margins off by up to {w.max_margin_error:.2e}"
+        lines.append(line + "".join(f"\n  note: {note}" for note in w.notes or []))
     lines.append("wall time: " + ", ".join(f"{k} {v:.1f}s" for k, v in summary.wall_s.items()))
     return "\n".join(lines)

@@ -74,6 +74,13 @@ class WeightingResult:
     deff: float | None = None
     weight_min: float | None = None
     weight_max: float | None = None
+    converged: bool | None = None  # every margin within weighting.tol
+    max_margin_error: float | None = None  # max |weighted share - target|
+    trim_max: float | None = None  # the cap used (raise_cap may have raised it)
+    cap_binding: bool | None = None  # the cap held and the margins did not (accept)
+    on_cap_binding: str | None = None  # the policy that decided
+    margin_errors: dict[str, float] | None = None  # "variable=category": share - target, if off
+    notes: list[str] | None = None  # renormalised margins, a raised cap
 
 
 @dataclass(frozen=True)

@@ -192,7 +192,9 @@ def _survey_section(run_dir: Path, summary: RunSummary) -> Section:
         d = read_json(dpath)
         keys = ("method", "n", "ess", "deff", "weight_min", "weight_max", "weight_mean")
         keys += ("weight_cv", "iterations", "converged", "trim_max", "cap_binding")
-        rows = [[k, d[k]] for k in (*keys, "max_margin_error") if k in d]
+        keys += ("on_cap_binding", "max_margin_error")
+        rows = [[k, d[k]] for k in keys if k in d]
+        rows += [["note", note] for note in d.get("notes", [])]
         sec.blocks.append(Table("weighting", "Weighting diagnostics", ["metric", "value"], rows))
         margins = d.get("margins") or []
         cols = ["variable", "category", "n", "sample_share", "weighted_share", "target"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -17,6 +17,9 @@ from valign_ray.provenance import file_hash
 from valign_ray.results import ConstitutionResult, SurveyResult, WeightingResult
 from valign_ray.run_layout import write_parquet_atomic, write_text_atomic
 from valign_ray.stages.base import Stage, StageContext
+
+if TYPE_CHECKING:
+    from valign_ray.survey.weighting_report import WeightingDiagnostics
 
 TABLES = ("respondents", "answers", "items", "candidates")
 
@@ -125,8 +128,9 @@ def survey_inputs(ctx: StageContext) -> dict[str, Any]:
 
 def run_weights(ctx: StageContext) -> WeightingResult:
     """Rake respondents to the population margins (or weight 1 when weighting is off)."""
+    from valign_ray.survey.cap_policy import rake_with_cap_policy
     from valign_ray.survey.margins import load_margins, select_margins
-    from valign_ray.survey.weighting import diagnostics_to_dict, format_diagnostics, rake_to_margins
+    from valign_ray.survey.weighting import diagnostics_to_dict, format_diagnostics
 
     wcfg, resp = ctx.cfg.weighting, ctx.survey_table("respondents")
     if not wcfg.enabled:
@@ -136,21 +140,46 @@ def run_weights(ctx: StageContext) -> WeightingResult:
         print("weighting disabled: every respondent weighs 1", flush=True)
         return WeightingResult(method="none", n=resp.height, ess=float(resp.height))
     margins = select_margins(load_margins(wcfg.margins), list(wcfg.variables))
-    result = rake_to_margins(
+    result = rake_with_cap_policy(
         resp,
         margins,
+        trim_max=wcfg.trim_max,
+        on_cap_binding=wcfg.on_cap_binding,
+        trim_max_limit=wcfg.trim_max_limit,
         base_weight="base_weight" if "base_weight" in resp.columns else None,
         tol=wcfg.tol,
         max_iter=wcfg.max_iter,
-        trim_max=wcfg.trim_max,
     )
     print(format_diagnostics(result.diagnostics), flush=True)
     diag = diagnostics_to_dict(result.diagnostics)
+    diag["on_cap_binding"] = wcfg.on_cap_binding
     write_text_atomic(ctx.layout.weight_diagnostics, json.dumps(diag, indent=2) + "\n")
     # Weights are respondent-level: kept in the run directory, never logged to W&B.
     write_parquet_atomic(result.respondents.select("respondent_id", "weight"), ctx.layout.weights)
+    return weighting_result(result.diagnostics, wcfg.on_cap_binding)
+
+
+def weighting_result(diag: WeightingDiagnostics, on_cap_binding: str) -> WeightingResult:
+    """The summary's record of a raking run: its statistics, the cap used, whether the margins
+    were met (and, when not, by how much each was missed)."""
+    from valign_ray.survey.cap_policy import MARGIN_MET
+    from valign_ray.survey.weighting_report import margin_misses
+
+    misses = margin_misses(diag, MARGIN_MET)
     return WeightingResult(
-        **{k: diag[k] for k in ("method", "n", "ess", "deff", "weight_min", "weight_max")}
+        method=diag.method,
+        n=diag.n,
+        ess=float(diag.ess),
+        deff=float(diag.deff),
+        weight_min=float(diag.weight_min),
+        weight_max=float(diag.weight_max),
+        converged=diag.converged,
+        max_margin_error=float(diag.max_margin_error),
+        trim_max=diag.trim_max,
+        cap_binding=diag.cap_binding,
+        on_cap_binding=on_cap_binding if diag.trim_max is not None else None,
+        margin_errors=misses or None,
+        notes=list(diag.notes) or None,
     )
 
 

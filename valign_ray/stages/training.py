@@ -175,6 +175,15 @@ def _reference_outputs(ctx: StageContext) -> list[Path]:
     return [ctx.layout.reference_cache(ref.key)] if ref is not None and ref.key else []
 
 
+def _weighting_json(ctx: StageContext) -> dict[str, Any] | None:
+    """The weights stage's summary (cap used, margin misses): a run that accepted a binding
+    cap says so in W&B too."""
+    from valign_ray.results import result_to_json
+
+    result = ctx.results.get("weighting")
+    return None if result is None else result_to_json(result)
+
+
 def run_train(ctx: StageContext) -> TrainResult:
     """Ray Train + DeepSpeed; the final checkpoint's Hugging Face export becomes ``model/``."""
     from valign_ray.distributed.trainer import fit
@@ -189,6 +198,7 @@ def run_train(ctx: StageContext) -> TrainResult:
         metrics_path=str(layout.train_metrics.resolve()),
         dataset_card=ctx.results["datasets"].to_json(),
         manifest=manifest(ctx.input_files),
+        weighting=_weighting_json(ctx),
     )
     # Same inputs -> same name -> Ray Train resumes an interrupted run from its latest
     # checkpoint; anything different starts afresh beside it.

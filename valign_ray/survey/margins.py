@@ -70,12 +70,14 @@ def load_margins(path: str | Path) -> Margins:
 
 
 def check_margins(margins: Margins, *, source: str = "margins") -> None:
-    """Check every variable's shares are in [0, 1] and sum to 1 within ``SUM_TOLERANCE``.
+    """Check variables and categories are strings, and every variable's shares are in [0, 1]
+    and sum to 1 within ``SUM_TOLERANCE`` (raking renormalises what remains of the gap).
 
     Raking to shares that sum to s != 1 cannot converge (every variable would pull the total
     weight to a different value), so this is checked before any fitting.
     """
     for variable, categories in margins.items():
+        _check_string_keys(variable, categories, source)
         if not categories:
             raise ValueError(f"{source}: variable {variable!r} has no categories")
         for category, share in categories.items():
@@ -88,6 +90,25 @@ def check_margins(margins: Margins, *, source: str = "margins") -> None:
             raise ValueError(
                 f"{source}: shares of variable {variable!r} sum to {total:.10g}, not 1 "
                 f"(tolerance {SUM_TOLERANCE})"
+            )
+
+
+def _check_string_keys(variable: object, categories: object, source: str) -> None:
+    """Respondents' columns are matched to categories as strings, so a margin keyed by 1
+    (not "1") could never match; say so instead of failing deep inside polars."""
+    if not isinstance(variable, str):
+        raise ValueError(
+            f"{source}: variable names must be strings, got {variable!r} "
+            f"({type(variable).__name__})"
+        )
+    if not isinstance(categories, dict):
+        raise ValueError(f"{source}: variable {variable!r} needs a {{category: share}} mapping")
+    for category in categories:
+        if not isinstance(category, str):
+            raise ValueError(
+                f"{source}: categories of {variable!r} must be strings (respondents' values "
+                f"are compared as strings), got {category!r} ({type(category).__name__}); "
+                f"write {str(category)!r}"
             )
 
 

@@ -12,6 +12,7 @@ matched with the category names of the margins.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from valign_ray.survey.weighting_report import (
 )
 
 WEIGHT_COLUMN = "weight"
+RENORMALISE_NOTE = 1e-10  # shares summing to 1 within this are renormalised silently
 # the report names live in weighting_report; importers of this module keep finding them here
 __all__ = [
     "WEIGHT_COLUMN",
@@ -105,9 +107,7 @@ def rake_to_margins(
     categories = {v: list(margins[v]) for v in variables}
     base = _base_weights(respondents, base_weight)
     codes = _encode(respondents, categories)
-    targets = [
-        np.array([margins[v][c] for c in categories[v]], dtype=np.float64) for v in variables
-    ]
+    targets, notes = _normalised_targets(margins)
     cell, cell_codes = _cells(codes, [len(t) for t in targets])
     cell_count = np.bincount(cell)
     for v, code, target in zip(variables, cell_codes, targets, strict=True):
@@ -144,6 +144,7 @@ def rake_to_margins(
             w = _cap(w, trim_max) if cap_binding else np.minimum(w, trim_max)
     rows, error = margin_rows(variables, categories, cell, cell_codes, base, w, targets)
     diag = _diagnostics("raking", w, rows, iterations, error <= tol, error, trim_max, cap_binding)
+    diag = dataclasses.replace(diag, notes=notes)
     return WeightingResult(respondents.with_columns(pl.Series(WEIGHT_COLUMN, w)), diag)
 
 
@@ -237,13 +238,29 @@ class _Fit:
                 break
             for c, target in zip(self.cell_codes, self.targets, strict=True):
                 share = np.bincount(c, weights=totals * factor, minlength=len(target))
-                factor *= (target / share)[c]
+                # A target-0 category has no cells (checked above): its 0/0 is never used.
+                ratio = np.divide(target, share, out=np.zeros_like(target), where=share > 0)
+                factor *= ratio[c]
         v = self.variables[j]
         raise ValueError(
             f"raking did not converge in {self.max_iter} iterations: max margin error "
             f"{err:.3g} at {v}={self.categories[v][k]} (tol {self.tol:g}); the sample may "
             "lack the category combinations these margins need, or max_iter is too small"
         )
+
+
+def _normalised_targets(margins: Margins) -> tuple[list[np.ndarray], tuple[str, ...]]:
+    """Each variable's target shares divided by their sum, and a note per variable whose sum
+    was off by more than ``RENORMALISE_NOTE``: shares that ``check_margins`` accepts (within
+    1e-6) but that raking to 1e-10 could never meet, since every variable would pull the total
+    weight to a different value."""
+    targets, notes = [], []
+    for v, shares in margins.items():
+        total = math.fsum(shares.values())
+        if abs(total - 1.0) > RENORMALISE_NOTE:
+            notes.append(f"margins of {v!r} sum to {total:.12g}; renormalised to 1")
+        targets.append(np.array(list(shares.values()), dtype=np.float64) / total)
+    return targets, tuple(notes)
 
 
 def _check_weights(weights: Sequence[float] | np.ndarray | pl.Series) -> np.ndarray:

@@ -38,6 +38,7 @@ class WeightingDiagnostics:
     trim_max: float | None
     cap_binding: bool
     margins: pl.DataFrame
+    notes: tuple[str, ...] = ()  # what was adjusted on the way (renormalised margins, cap raised)
 
 
 def margin_rows(
@@ -72,6 +73,17 @@ def margin_rows(
     return pl.DataFrame(rows, schema=schema, orient="row"), error
 
 
+def margin_misses(diag: WeightingDiagnostics, above: float) -> dict[str, float]:
+    """``{"variable=category": weighted share - target}`` for the margins missed by more than
+    ``above``, largest miss first."""
+    misses = {
+        f"{r['variable']}={r['category']}": float(r["weighted_share"] - r["target"])
+        for r in diag.margins.iter_rows(named=True)
+        if abs(r["weighted_share"] - r["target"]) > above
+    }
+    return dict(sorted(misses.items(), key=lambda kv: -abs(kv[1])))
+
+
 def format_diagnostics(diag: WeightingDiagnostics) -> str:
     """A fixed-width, terminal-readable summary: weight statistics then one row per margin."""
     trim = ""
@@ -85,6 +97,7 @@ def format_diagnostics(diag: WeightingDiagnostics) -> str:
         f"iterations {diag.iterations}  converged {'yes' if diag.converged else 'NO'}  "
         f"max margin error {diag.max_margin_error:.2e}{trim}",
     ]
+    lines += [f"note: {note}" for note in diag.notes]
     table = diag.margins
     wv = max(8, *(len(s) for s in table["variable"]))
     wc = max(8, *(len(s) for s in table["category"]))
@@ -108,5 +121,6 @@ def diagnostics_to_dict(diag: WeightingDiagnostics) -> dict:
     for k in ("ess", "deff", "weight_min", "weight_max", "weight_mean", "weight_cv"):
         out[k] = float(getattr(diag, k))
     out["max_margin_error"] = float(diag.max_margin_error)
+    out["notes"] = list(diag.notes)
     out["margins"] = diag.margins.to_dicts()
     return out

@@ -49,6 +49,7 @@ class TrainJob:
     fail_rank: int = 0
     dataset_card: dict[str, Any] | None = None  # named in the exported model's card
     manifest: dict[str, Any] | None = None  # the run's manifest, logged to W&B
+    weighting: dict[str, Any] | None = None  # the weights stage's summary, logged to W&B
 
 
 @dataclass
@@ -194,7 +195,8 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
     loop = _setup(job, ctx, rows)
     tcfg, plan, rows = job.config.train, loop.plan, loop.rows
     extra = {"resolved_loss": asdict(loop.params), "steps": plan.total_steps}
-    wandb_run = start_wandb(job, ctx, {**extra, "manifest": job.manifest or {}})
+    logged = {**extra, "manifest": job.manifest or {}, "weighting_result": job.weighting or {}}
+    wandb_run = start_wandb(job, ctx, logged)
     if job.metrics_path and ctx.rank == 0 and not loop.resumed:
         Path(job.metrics_path).write_text("")  # a fresh run: no lines of an earlier one
     if ctx.rank == 0:
