@@ -71,6 +71,8 @@ def test_rerun_skips_every_stage_by_fingerprint_and_records_a_manifest(smoke_run
     for name in names:
         assert f"[{name}] skipped: fingerprint {first.fingerprints[name]} matches" in out
     assert again.results["eval"] == first.results["eval"]
+    assert again.wall_s["train"] == first.wall_s["train"] > 0  # the recorded run's time
+    assert f"train {first.wall_s['train']:.1f}s (skipped)" in out
     manifest = again.manifest
     assert manifest["packages"]["torch"] and manifest["python"].startswith("3.11")
     assert "weighting.margins" in manifest["input_files"]

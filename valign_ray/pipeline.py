@@ -41,9 +41,11 @@ def _recorded(layout: RunLayout) -> RunSummary | None:
         return None
 
 
-def _run_or_skip(stage: Stage, ctx: StageContext, earlier: RunSummary | None, run: bool) -> float:
+def _run_or_skip(
+    stage: Stage, ctx: StageContext, earlier: RunSummary | None, run: bool
+) -> float | None:
     """Run ``stage`` (or take its recorded result when its fingerprint matches and its outputs
-    exist); returns the seconds spent (0 when skipped)."""
+    exist); returns the seconds spent, None when skipped."""
     fp = stage.fingerprint(ctx)
     ctx.fingerprints[stage.name] = fp
     if earlier is not None and earlier.fingerprints.get(stage.name) == fp:
@@ -52,7 +54,7 @@ def _run_or_skip(stage: Stage, ctx: StageContext, earlier: RunSummary | None, ru
             ctx.results[stage.section] = recorded
             if all(p.exists() for p in stage.outputs(ctx)):
                 print(f"[{stage.name}] skipped: fingerprint {fp} matches the recorded run")
-                return 0.0
+                return None
             del ctx.results[stage.section]
     if not run:
         raise ValueError(
@@ -82,9 +84,11 @@ def _run_stages(cfg: PipelineConfig, names: tuple[str, ...]) -> tuple[StageConte
     t0 = time.perf_counter()
     last = max(i for i, s in enumerate(STAGES) if s.name in names)
     for stage in STAGES[: last + 1]:
-        wall[stage.name] = _run_or_skip(stage, ctx, earlier, run=stage.name in names)
-        if wall[stage.name] == 0.0 and stage.name in names:
+        seconds = _run_or_skip(stage, ctx, earlier, run=stage.name in names)
+        if seconds is None:  # skipped: keep the time the recorded run took
             skipped.append(stage.name)
+            seconds = earlier.wall_s.get(stage.name, 0.0) if earlier else 0.0
+        wall[stage.name] = seconds
     wall["total"] = round(time.perf_counter() - t0, 2)
     summary = RunSummary(
         name=cfg.name,
@@ -184,5 +188,9 @@ def format_summary(summary: RunSummary) -> str:
         if w.cap_binding:
             line += f" CAP BINDING: margins off by up to {w.max_margin_error:.2e}"
         lines.append(line + "".join(f"\n  note: {note}" for note in w.notes or []))
-    lines.append("wall time: " + ", ".join(f"{k} {v:.1f}s" for k, v in summary.wall_s.items()))
+    times = [
+        f"{k} {v:.1f}s" + (" (skipped)" if k in summary.skipped else "")
+        for k, v in summary.wall_s.items()
+    ]
+    lines.append("wall time: " + ", ".join(times))
     return "\n".join(lines)
