@@ -119,15 +119,17 @@ def test_one_process_local_context_follows_the_one_worker_ray_run(
     assert (ctx.reports[-1]["checkpoint"] / HF_EXPORT / "config.json").exists()
 
 
-def test_resume_after_a_worker_failure_is_bit_exact(runs, kto_rows, tiny_model_dir) -> None:
-    """Rank 1 raises at step 7; checkpoints every 3 steps; Ray Train restarts the group, which
-    resumes from step 6 and must end with exactly the uninterrupted run's parameters."""
+@pytest.mark.parametrize("kill", [False, True], ids=["raises", "sigkill"])
+def test_resume_after_a_worker_failure_is_bit_exact(runs, kto_rows, tiny_model_dir, kill) -> None:
+    """Rank 1 fails at step 7 (an exception, or its process killed with SIGKILL); checkpoints
+    every 3 steps; Ray Train replaces the group, which resumes from step 6 and must end with
+    exactly the uninterrupted run's parameters."""
     _, clean_dir = runs["z2"]
     steps, failed_dir = _fit(
         kto_rows,
         tiny_model_dir,
         runs["tmp"],
-        "w2z2-fail",
+        f"w2z2-fail-{'kill' if kill else 'raise'}",
         [
             "train.num_workers=2",
             "train.batch_size=4",
@@ -136,6 +138,7 @@ def test_resume_after_a_worker_failure_is_bit_exact(runs, kto_rows, tiny_model_d
         ],
         fail_at_step=7,
         fail_rank=1,
+        fail_kill=kill,
     )
     assert [int(m["step"]) for m in steps] == list(range(1, 13))
     clean, resumed = load_model(clean_dir).state_dict(), load_model(failed_dir).state_dict()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,10 +44,12 @@ class TrainJob:
     wandb_dir: str | None = None
     wandb_group: str | None = None  # W&B group (an experiment's runs share one)
     metrics_path: str | None = None  # rank 0 appends one JSON line of metrics per step
-    # Fault drill: rank ``fail_rank`` raises at step ``fail_at_step`` of a run that did not
-    # resume, so tests (and operators) can watch Ray Train restart it from a checkpoint.
+    # Fault drill: rank ``fail_rank`` fails at step ``fail_at_step`` of a run that did not
+    # resume (raises, or with ``fail_kill`` its process dies of SIGKILL), so tests (and
+    # operators) can watch Ray Train replace it and restart from the last checkpoint.
     fail_at_step: int | None = None
     fail_rank: int = 0
+    fail_kill: bool = False
     dataset_card: dict[str, Any] | None = None  # named in the exported model's card
     manifest: dict[str, Any] | None = None  # the run's manifest, logged to W&B
     weighting: dict[str, Any] | None = None  # the weights stage's summary, logged to W&B
@@ -218,7 +221,7 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
     last: dict[str, float] = {}
     for step in range(loop.start_step, plan.total_steps):
         if job.fail_at_step == step and not loop.resumed and ctx.rank == job.fail_rank:
-            raise RuntimeError(f"fault drill: rank {ctx.rank} fails at step {step}")
+            _fail(ctx.rank, step, job.fail_kill)
         t0 = time.perf_counter()
         weight_total = float(weights_all[plan.global_rows(step)].sum())
         sums = _accumulate(loop, ctx, step, lengths, weight_total, groups)
@@ -241,6 +244,12 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
     if wandb_run is not None:
         wandb_run.finish()
     return last
+
+
+def _fail(rank: int, step: int, kill: bool) -> None:
+    if kill:  # the process dies as under the OOM killer: no exception, no cleanup
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise RuntimeError(f"fault drill: rank {rank} fails at step {step}")
 
 
 def _accumulate(
