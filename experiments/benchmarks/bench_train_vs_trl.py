@@ -40,7 +40,10 @@ import numpy as np
 import polars as pl
 
 ROOT = Path(__file__).resolve().parents[2]
-HH = Path("/work/shared/data/hh-rlhf/harmless-base_test.jsonl.gz")
+# The shared data folder sits beside the repository (``../shared/data``); VALIGN_SHARED_DATA
+# points elsewhere, as in the tests.
+SHARED_DATA = Path(os.environ.get("VALIGN_SHARED_DATA", ROOT.parent / "shared" / "data"))
+HH = SHARED_DATA / "hh-rlhf" / "harmless-base_test.jsonl.gz"
 LR = 1e-5
 
 
