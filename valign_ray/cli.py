@@ -1,4 +1,4 @@
-"""``valign``: the command line. Each subcommand parses a config and calls one function."""
+"""``valign``: the command line. Each subcommand parses its arguments and calls one function."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ HELP = {
     "report": "report.md and report.html for a run directory",
     "design": "collection design: quotas for N respondents and the margin of error per subgroup "
     "(configs/design_*.yaml); --from RUN_DIR: the same from a collected sample's weights",
+    "plan-memory": "per-GPU and host memory of a training setup, and whether it fits "
+    "(no model or setup given: the Qwen2.5 7B/14B/32B table for 4 x A40)",
 }
 
 
@@ -96,6 +98,55 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _plan_memory(args: argparse.Namespace) -> Any:
+    from valign_ray.memory_plan import SHAPES, ModelShape, Setup
+    from valign_ray.memory_table import default_shapes, grid_setups, plan_report
+
+    base = Setup(
+        gpus=args.gpus,
+        gpu_mem_gib=args.gpu_mem_gib,
+        zero_stage=args.zero_stage if args.zero_stage is not None else 3,
+        lora_rank=args.lora_rank,
+        offload=args.offload or "none",
+        precision=args.precision,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        activation_checkpointing=not args.no_activation_checkpointing,
+        grad_sequences=2 if args.method == "dpo" else 1,
+    )
+    if args.model:
+        shapes = [ModelShape.from_path(args.model)]
+    elif args.shape:
+        shapes = [SHAPES[args.shape]]
+    else:
+        shapes = default_shapes()
+    # Settings named on the command line give one row per model; none gives the whole grid.
+    one = args.zero_stage is not None or args.offload is not None or args.lora_rank
+    report = plan_report(shapes, [base] if one else grid_setups(base))
+    print(report)
+    return report
+
+
+def _plan_memory_args(p: argparse.ArgumentParser) -> None:
+    from valign_ray.memory_plan import SHAPES
+
+    p.add_argument("--model", help="a model folder or its config.json")
+    p.add_argument("--shape", choices=sorted(SHAPES), help="a built-in model shape")
+    p.add_argument("--gpus", type=int, default=4, help="data-parallel GPUs (default 4)")
+    p.add_argument("--gpu-mem-gib", type=float, default=48.0, help="GiB per GPU (A40: 48)")
+    p.add_argument("--zero-stage", type=int, choices=[0, 1, 2, 3], help="default: the grid")
+    p.add_argument("--lora-rank", type=int, default=0, help="LoRA rank; 0: full fine-tuning")
+    p.add_argument("--offload", choices=["none", "optimizer", "all"], help="CPU offload")
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument("--batch-size", type=int, default=8, help="rows per GPU per micro-step")
+    p.add_argument("--seq-len", type=int, default=512, help="tokens per sequence (max_length)")
+    p.add_argument("--method", choices=["kto", "dpo", "sft"], default="kto")
+    p.add_argument(
+        "--no-activation-checkpointing", action="store_true", help="keep every activation"
+    )
+    p.set_defaults(fn=_plan_memory)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -119,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
     )
     p.set_defaults(fn=_design)
+    _plan_memory_args(sub.add_parser("plan-memory", help=HELP["plan-memory"]))
     args = parser.parse_args(argv)
     try:
         args.fn(args)

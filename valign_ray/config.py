@@ -166,6 +166,7 @@ class TrainConfig:
     grad_clip: Float = Field(1.0, ge=0)  # gradient norm cap; 0: no clipping
     zero_stage: ZeroStage = 2  # DeepSpeed ZeRO stage
     precision: Literal["fp32", "bf16"] = "fp32"  # training precision
+    activation_checkpointing: Bool = False  # recompute each block in backward: less memory
     checkpoint_every: Int = Field(0, ge=0)  # optimizer steps between checkpoints; 0: final only
     # Steps between metric reports to Ray Train (W&B and metrics.jsonl get every step): the
     # Train V2 controller takes one report per worker per poll, so per-step reports stall.

@@ -2,15 +2,13 @@
 
     python experiments/benchmarks/bench_train_vs_trl.py [--steps 10] [--batch-size 8] [--quick]
 
-One run prepares everything once (a 21 M-parameter Qwen2 built from a config, with a BPE
-tokenizer trained on the texts; the rows), then trains each side in its own subprocess so both
-start from the same machine state: ours is ``valign_ray.train.worker.run_training`` with a
-``LocalContext`` (torch.distributed gloo, world size 1, DeepSpeed), TRL is used as a user would
+One run prepares everything once (a 21 M-parameter Qwen2 from a config, a BPE tokenizer
+trained on the texts, the rows), then trains each side in its own subprocess: ours is
+``run_training`` with a ``LocalContext`` (gloo, world size 1, DeepSpeed), TRL as a user runs it
 (a ``datasets.Dataset``, a separate reference model, ``use_cpu=True``, fp32). Same model, rows,
-batch size, ``max_length``, steps and torch threads on both sides. Data: HH-RLHF harmless-base
-test pairs when the file exists (varied lengths, so padding matters), else lengthened synthetic
-survey texts; prompts that alone fill ``max_length`` are left out for both sides, because TRL's
-KTO drops them.
+batch size, ``max_length``, steps and threads on both sides. Data: HH-RLHF harmless-base test
+pairs when the file exists (varied lengths, so padding matters), else lengthened synthetic
+survey texts; prompts that alone fill ``max_length`` are left out (TRL's KTO drops them).
 
 Ours scores the reference once (``score_reference``: the cache every later run and Tune trial
 reuses); that time is reported apart. TRL runs the reference model inside every step. A step
@@ -40,7 +38,9 @@ import numpy as np
 import polars as pl
 
 ROOT = Path(__file__).resolve().parents[2]
-HH = Path("/work/shared/data/hh-rlhf/harmless-base_test.jsonl.gz")
+# ``../shared/data`` beside the repository, or VALIGN_SHARED_DATA (as in the tests).
+SHARED_DATA = Path(os.environ.get("VALIGN_SHARED_DATA", ROOT.parent / "shared" / "data"))
+HH = SHARED_DATA / "hh-rlhf" / "harmless-base_test.jsonl.gz"
 LR = 1e-5
 
 

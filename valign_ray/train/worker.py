@@ -107,6 +107,9 @@ def _load_model_for_training(job: TrainJob, ds_config: dict[str, Any]) -> Any:
     model = load_model(
         job.model_path, dtype="bfloat16" if cfg.train.precision == "bf16" else "float32"
     )
+    if cfg.train.activation_checkpointing:
+        # Non-reentrant checkpointing needs no input that requires grad (a frozen LoRA base).
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.model.lora.enabled:
         from peft import LoraConfig, get_peft_model
 
