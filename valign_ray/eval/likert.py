@@ -32,7 +32,10 @@ def evaluate_likert(
     template: str = DEFAULT_LIKERT_TEMPLATE,
 ) -> dict[str, Any]:
     """Representativeness A = 1 - W1/(K-1) of the model's option distribution against the
-    weighted answers, for everyone and per group (worst group, spread)."""
+    weighted answers, for everyone and per group (worst group, spread), next to A of the
+    model indifferent between the options (``A_indifferent``), the skill over it
+    (``skill``, :func:`~valign_ray.eval.metrics.skill_score`) and ``majority_agreement``;
+    per group in ``groups`` (A), ``groups_skill`` and ``groups_majority_agreement``."""
     kept, left_out = likert_answers(answers, options)
     codes = {v: i + 1 for i, v in enumerate(sorted(options))}  # option values -> 1..K
     kept = kept.with_columns(pl.col("value").replace_strict(codes, return_dtype=pl.Int64))
@@ -49,6 +52,9 @@ def evaluate_likert(
     overall = group_representativeness(model_dist, kept, respondents, None)
     out: dict[str, Any] = {
         "A_population": float(overall["representativeness"][0]),
+        "A_indifferent": float(overall["representativeness_indifferent"][0]),
+        "skill": overall["skill"][0],
+        "majority_agreement": float(overall["majority_agreement"][0]),
         "n_items": statements.height,
         "answers_left_out": left_out,
         "mean_p_agree": float(np.mean(dist[:, -1])),
@@ -61,10 +67,14 @@ def evaluate_likert(
             resp,
             group_column,
         )
-        groups = dict(
-            zip(table["group"].to_list(), table["representativeness"].to_list(), strict=True)
-        )
+
+        def per_group(col: str) -> dict[str, float]:
+            return dict(zip(table["group"].to_list(), table[col].to_list(), strict=True))
+
+        groups = per_group("representativeness")
         out["groups"] = groups
+        out["groups_skill"] = per_group("skill")
+        out["groups_majority_agreement"] = per_group("majority_agreement")
         out["worst_group"] = min(groups.values())
         out["spread"] = max(groups.values()) - min(groups.values())
     return out
