@@ -186,6 +186,48 @@ def group_representativeness(
     ``skill`` (:func:`skill_score` of the two; null where the group's answers are uniform on
     every item) and ``majority_agreement`` (equal weight per item) (f64), sorted by group.
     """
+    joined = _likert_with_respondents(model_dist, answers, respondents, group_col, weight_col)
+    dists = {k: _as_distribution(v, f"model_dist[{k!r}]") for k, v in model_dist.items()}
+    positions = dict(positions or {})
+    rows = []
+    for (group,), frame in sorted(joined.group_by("_group"), key=lambda t: t[0][0]):
+        try:
+            scores = _scores_per_item(frame, dists, positions)
+        except ValueError as err:
+            raise ValueError(f"group {group!r}, {err}") from err
+        a, a0, top = np.mean(scores, axis=0)
+        rows.append(
+            {
+                "group": group,
+                "n_respondents": frame["respondent_id"].n_unique(),
+                "n_items": len(scores),
+                "representativeness": float(a),
+                "representativeness_indifferent": float(a0),
+                "skill": skill_score(a, a0) if a0 < 1.0 else None,
+                "majority_agreement": float(top),
+            }
+        )
+    schema = {
+        "group": pl.Utf8,
+        "n_respondents": pl.Int64,
+        "n_items": pl.Int64,
+        "representativeness": pl.Float64,
+        "representativeness_indifferent": pl.Float64,
+        "skill": pl.Float64,
+        "majority_agreement": pl.Float64,
+    }
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _likert_with_respondents(
+    model_dist: Mapping[str, Any],
+    answers: pl.DataFrame,
+    respondents: pl.DataFrame,
+    group_col: str | None,
+    weight_col: str | None,
+) -> pl.DataFrame:
+    """The likert answers with each respondent's ``_group`` and weight ``_w``, checked against
+    the model's items (see :func:`group_representativeness`)."""
     for col in ("respondent_id", "item_id", "kind", "value"):
         if col not in answers.columns:
             raise ValueError(f"answers: missing column {col!r}")
@@ -219,40 +261,10 @@ def group_representativeness(
         raise ValueError(f"answers: respondent_id not in respondents: {sorted(missing)[:5]}")
     if joined["value"].null_count():
         raise ValueError("answers: null value in a likert answer")
-
-    dists = {k: _as_distribution(v, f"model_dist[{k!r}]") for k, v in model_dist.items()}
-    positions = dict(positions or {})
-    rows = []
-    for (group,), frame in sorted(joined.group_by("_group"), key=lambda t: t[0][0]):
-        try:
-            scores = _item_scores(frame, dists, positions)
-        except ValueError as err:
-            raise ValueError(f"group {group!r}, {err}") from err
-        a, a0, top = np.mean(scores, axis=0)
-        rows.append(
-            {
-                "group": group,
-                "n_respondents": frame["respondent_id"].n_unique(),
-                "n_items": len(scores),
-                "representativeness": float(a),
-                "representativeness_indifferent": float(a0),
-                "skill": skill_score(a, a0) if a0 < 1.0 else None,
-                "majority_agreement": float(top),
-            }
-        )
-    schema = {
-        "group": pl.Utf8,
-        "n_respondents": pl.Int64,
-        "n_items": pl.Int64,
-        "representativeness": pl.Float64,
-        "representativeness_indifferent": pl.Float64,
-        "skill": pl.Float64,
-        "majority_agreement": pl.Float64,
-    }
-    return pl.DataFrame(rows, schema=schema)
+    return joined
 
 
-def _item_scores(
+def _scores_per_item(
     frame: pl.DataFrame, dists: Mapping[str, np.ndarray], positions: Mapping[str, Any]
 ) -> list[tuple[float, float, float]]:
     """Per item of one group's answers: (A of the model, A of the uniform model, majority
