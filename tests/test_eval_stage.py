@@ -107,8 +107,8 @@ def test_unseen_items_are_scored_apart(tmp_path: Path, tiny_model_dir: Path) -> 
 
     summary = RunSummary(name="run", run_dir=str(tmp_path), results={"eval": EvalResult(ev)})
     text = format_summary(summary)
-    assert "unseen items: preference_accuracy" in text
-    assert "unseen items: A_population" in text
+    assert "unseen preference_accuracy" in text
+    assert "unseen A_population" in text
 
 
 def test_no_unseen_items_without_holdout(tmp_path: Path, tiny_model_dir: Path) -> None:

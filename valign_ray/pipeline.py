@@ -181,7 +181,7 @@ def format_summary(summary: RunSummary) -> str:
             if isinstance(value, float) and metric != "weight_total":
                 other = aligned["unseen_items"].get(metric)
                 shown = f"{other:>10.4f}" if isinstance(other, float) else f"{'-':>10}"
-                lines.append(f"{'unseen items: ' + metric:<28}{value:>10.4f}{shown}")
+                lines.append(f"{'unseen ' + metric:<28}{value:>10.4f}{shown}")
     w = summary.results.get("weighting")
     if w is not None:
         lines.append(f"weighting: n={w.n} ESS={w.ess:.1f}")
