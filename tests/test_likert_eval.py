@@ -7,6 +7,10 @@ Model: P(agree) = 0.8 on s1, 0.5 on s2. Answers (weight, group):
 Everyone:  s1 agree share (1 + 3) / 5 = 0.8 -> A 1.0;  s2 agree 0 -> A 0.5;  mean 0.75.
 Group "0": s1 1.0 -> A 0.8;  s2 0 -> A 0.5;  mean 0.65.
 Group "1": s1 3 / 4 = 0.75 -> A 0.95 (s2 only a pass).  Worst 0.65, spread 0.30.
+The indifferent model (P(agree) = 0.5) scores A_0 = 1 - |0.5 - share|:
+Everyone: s1 0.7, s2 0.5 -> A_0 0.6 -> skill (0.75 - 0.6) / 0.4 = 0.375.
+Group "0": 0.5, 0.5 -> skill (0.65 - 0.5) / 0.5 = 0.3.  Group "1": 0.75 -> (0.95 - .75)/.25 = 0.8.
+Majority agreement: s2 is a model tie (0.5) -> 1/2: everyone (1 + 1/2)/2 = 0.75, "0" 0.75, "1" 1.
 """
 
 from __future__ import annotations
@@ -65,6 +69,11 @@ def test_evaluate_likert_hand_computed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert out["groups"] == pytest.approx({"0": 0.65, "1": 0.95})
     assert out["worst_group"] == pytest.approx(0.65)
     assert out["spread"] == pytest.approx(0.30)
+    assert out["A_indifferent"] == pytest.approx(0.6)
+    assert out["skill"] == pytest.approx(0.375)
+    assert out["majority_agreement"] == pytest.approx(0.75)
+    assert out["groups_skill"] == pytest.approx({"0": 0.3, "1": 0.8})
+    assert out["groups_majority_agreement"] == pytest.approx({"0": 0.75, "1": 1.0})
 
 
 def test_evaluate_likert_without_groups(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,15 +6,18 @@ import numpy as np
 import polars as pl
 import pytest
 
+from valign_ray.eval.bootstrap import bootstrap_ci
 from valign_ray.eval.metrics import (
-    bootstrap_ci,
     calibration,
     expected_calibration_error,
     group_representativeness,
+    indifferent_representativeness,
     majority_agreement,
     mean_representativeness,
+    mean_skill_score,
     preference_accuracy,
     representativeness,
+    skill_score,
     spread,
     wasserstein_ordinal,
     weighted_distribution,
@@ -68,6 +71,29 @@ def test_mean_representativeness() -> None:
     pm = np.array([[0.2, 0.3, 0.5], [0.1, 0.1, 0.8]])
     pp = np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]])
     assert mean_representativeness(pm, pp) == pytest.approx(0.85)
+
+
+def test_skill_score_by_hand() -> None:
+    """S = (A - A_0) / (1 - A_0): (.9, .8) -> .1/.2 = .5; (.8, .8) -> 0; (.7, .8) -> -.5.
+    Uniform [1/3]*3 vs q = [.5,.3,.2]: CDFs [1/3,2/3] vs [.5,.8] -> W1 = 1/6 + 2/15 = .3
+    -> A_0 = 1 - .3/2 = .85. Uniform vs [.1,.1,.8]: 7/30 + 14/30 = .7 -> A_0 = .65.
+    Items (p=[.2,.3,.5] vs [.5,.3,.2]: A .7) and (identity on [.1,.1,.8]: A 1):
+    mean A .85, mean A_0 .75 -> S = .1/.25 = .4 (on item means, not a mean of ratios).
+    Two options: the model at p = .5 scores A_0 = 1 - |.5 - q|, so q = .8 -> .7."""
+    assert skill_score(0.9, 0.8) == pytest.approx(0.5)
+    assert skill_score(0.8, 0.8) == pytest.approx(0.0)
+    assert skill_score(0.7, 0.8) == pytest.approx(-0.5)
+    assert indifferent_representativeness([0.5, 0.3, 0.2]) == pytest.approx(0.85)
+    assert indifferent_representativeness([0.1, 0.1, 0.8]) == pytest.approx(0.65)
+    assert indifferent_representativeness([0.8, 0.2]) == pytest.approx(0.7)
+    pm = [[0.2, 0.3, 0.5], [0.1, 0.1, 0.8]]
+    pp = [[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]
+    assert mean_skill_score(pm, pp) == pytest.approx(0.4)
+    assert mean_skill_score([[1 / 3] * 3] * 2, pp) == pytest.approx(0.0)  # hedging: no skill
+    with pytest.raises(ValueError, match="A_0 = 1"):
+        skill_score(1.0, 1.0)
+    with pytest.raises(ValueError, match="A_0 = 1"):
+        mean_skill_score([[0.9, 0.1]], [[0.5, 0.5]])
 
 
 def test_distribution_validation() -> None:
@@ -126,12 +152,23 @@ def test_group_representativeness_by_hand() -> None:
     assert table["n_respondents"].to_list() == [2, 2]
     assert table["n_items"].to_list() == [2, 2]
     np.testing.assert_allclose(table["representativeness"].to_numpy(), [0.875, 1.0])
+    # Uniform model: north s1 CDFs [1/3,2/3] vs [.25,.25] -> W1 = 1/12 + 5/12 -> A_0 = .75;
+    # s2 [.5,.5] vs [0,1] -> .5; mean .625 -> skill (.875 - .625)/.375 = 2/3.
+    # south: s1 [1/3,2/3] vs [0,0] -> W1 1 -> .5; s2 .5 -> A_0 .5 -> skill (1 - .5)/.5 = 1.
+    # The model's top option is the group's on every item: majority agreement 1.
+    np.testing.assert_allclose(table["representativeness_indifferent"].to_numpy(), [0.625, 0.5])
+    np.testing.assert_allclose(table["skill"].to_numpy(), [2 / 3, 1.0])
+    np.testing.assert_allclose(table["majority_agreement"].to_numpy(), [1.0, 1.0])
     assert worst_group(table) == ("north", pytest.approx(0.875))
     assert spread(table) == pytest.approx(0.125)
 
     overall = group_representativeness(model, answers, respondents, None)
     assert overall["group"].to_list() == ["all"]
     assert overall["representativeness"][0] == pytest.approx(11 / 12)
+    # all, s1 [1/6,0,5/6]: CDFs [1/3,2/3] vs [1/6,1/6] -> W1 2/3 -> A_0 2/3; s2 .5 -> 7/12;
+    # skill (11/12 - 7/12) / (5/12) = .8.
+    assert overall["representativeness_indifferent"][0] == pytest.approx(7 / 12)
+    assert overall["skill"][0] == pytest.approx(0.8)
     unweighted = group_representativeness(model, answers, respondents, None, weight_col=None)
     # s1 unweighted: [1/4,0,3/4] -> A = .75; s2 -> 1; mean .875.
     assert unweighted["representativeness"][0] == pytest.approx(0.875)

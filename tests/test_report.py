@@ -260,8 +260,9 @@ def test_report_of_a_synthetic_run_with_every_input(tmp_path: Path) -> None:
 
 
 def test_likert_eval_and_polis_survey_shapes(tmp_path: Path) -> None:
-    """A likert run keeps A per group inside each model's entry (eval/likert.py) and a Polis
-    import puts its own report in summary.json survey; lists there show as lengths only."""
+    """A likert run keeps A per group inside each model's entry (eval/likert.py), unseen items
+    apart (``unseen_items``), and a Polis import puts its own report in summary.json survey;
+    lists there show as lengths only."""
     (tmp_path / "config.yaml").write_text("name: polis\nwandb:\n  enabled: false\n")
     likert = {
         "base": {"A_population": 0.8, "n_items": 3, "groups": {"0": 0.7, "1": 0.9},
@@ -269,6 +270,9 @@ def test_likert_eval_and_polis_survey_shapes(tmp_path: Path) -> None:
         "aligned": {"A_population": 0.85, "n_items": 3, "groups": {"0": 0.9, "1": 0.8},
                     "worst_group": 0.8, "spread": 0.1},
     }  # fmt: skip
+    for model, a in (("base", 0.75), ("aligned", 0.8)):  # data.holdout_items > 0
+        likert[model]["unseen_items"] = {"A_population": a, "skill": a - 0.5,
+                                         "groups": {"0": a, "1": a - 0.1}}  # fmt: skip
     polis = {"source": "polis", "report": {"statements": {"in": 5, "moderated_out_ids": ["a"]}}}
     summary = {"name": "polis", "run_dir": str(tmp_path), "survey": polis, "eval": likert}
     (tmp_path / "summary.json").write_text(json.dumps(summary))
@@ -282,9 +286,15 @@ def test_likert_eval_and_polis_survey_shapes(tmp_path: Path) -> None:
         "| aligned | 0.85 | 3 | 0.8 | 0.1 |",
         "### Representativeness A per group",
         "| aligned | 1 | 0.8 | n/a | n/a |",
+        "### Unseen items (held out of training), held-out respondents: metrics per model",
+        "| model | A_population | skill |",
+        "| aligned | 0.8 | 0.3 |",
+        "### Representativeness A per group, unseen items",
+        "| base | 1 | 0.65 | n/a | n/a |",
     ):
         assert text in md, text
-    assert {p.stem for p in out["plots"].glob("*.png")} == {"eval_models", "eval_model_groups"}
+    plots = {p.stem for p in out["plots"].glob("*.png")}
+    assert plots == {"eval_models", "eval_model_groups", "eval_unseen_groups"}
 
 
 def test_missing_inputs_say_so_in_one_line(tmp_path: Path) -> None:

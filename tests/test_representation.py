@@ -54,6 +54,8 @@ def test_representation_table_by_hand() -> None:
     majority: i1 pos/pos 1, i2 neg/neg 1, i3 p = .5 tie -> 1/2: 2.5/3 = 0.8333
     margin-weighted, w = |2q - 1| = [.2, .2, .4]: (.2 + .2 + .4 * .5) / .8 = 0.75
     flipped {i2, i3}: (1 + 0.5) / 2 = 0.75
+    indifferent (p = .5): A = mean(1-.1, 1-.1, 1-.2) = 2.6/3; skill = (2.5/3 - 2.6/3) /
+    (1 - 2.6/3) = -.1/.4 = -0.25: this model is worse than one that always hedges
     """
     t = representation_table(
         _p(), _truth(), variables=["age_band"], flipped=["i2", "i3"], n_boot=200
@@ -68,6 +70,8 @@ def test_representation_table_by_hand() -> None:
     assert t["majority_agreement"]["estimate"] == pytest.approx(2.5 / 3)
     assert t["majority_agreement_margin_weighted"]["estimate"] == pytest.approx(0.75)
     assert t["majority_agreement_flipped"]["estimate"] == pytest.approx(0.75)
+    assert t["population_indifferent"]["estimate"] == pytest.approx(2.6 / 3)
+    assert t["skill"]["estimate"] == pytest.approx(-0.25)
     assert t["groups_without_people"] == []
     # A_young is 0.9 on every item: every item resample gives 0.9, a zero-width interval
     young = next(g for g in t["groups"] if g["group"] == "age_band=young")

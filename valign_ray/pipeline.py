@@ -180,6 +180,12 @@ def format_summary(summary: RunSummary) -> str:
             )
         if "n_pairs" in base:  # ratings runs only
             lines.append(f"{'pairs (held-out respondents)':<28}{base['n_pairs']:>10}")
+        unseen = base.get("unseen_items", {})  # data.holdout_items > 0 only
+        for metric, value in unseen.items():
+            if isinstance(value, float) and metric != "weight_total":
+                other = aligned["unseen_items"].get(metric)
+                shown = f"{other:>10.4f}" if isinstance(other, float) else f"{'-':>10}"
+                lines.append(f"{'unseen ' + metric:<28}{value:>10.4f}{shown}")
     w = summary.results.get("weighting")
     if w is not None:
         line = f"weighting: n={w.n} ESS={w.ess:.1f}"

@@ -68,7 +68,7 @@ class SurveyResult:
 
 @dataclass(frozen=True)
 class WeightingResult:
-    method: str  # "raking" or "none"
+    method: str  # "raking", "opinion_groups" or "none"
     n: int
     ess: float
     deff: float | None = None

@@ -5,12 +5,17 @@ already scored (see :mod:`valign_ray.eval.preferences`). Distributions over orde
 (Likert answers) are compared with the 1-Wasserstein distance, as in OpinionQA (Santurkar et al.
 2023, "Whose opinions do language models reflect?"): representativeness A = 1 - W1 / (N - 1),
 so 1 means identical and 0 means all mass at opposite ends. Uncertainty comes from a
-respondent-level (cluster) bootstrap, because one respondent's answers are not independent.
+respondent-level (cluster) bootstrap (:mod:`valign_ray.eval.bootstrap`), because one
+respondent's answers are not independent.
+
+A rewards hedging: a model indifferent between the options of every item already scores high
+(about 0.875 on the Polis runs), so mean A is reported next to the skill score over that
+indifferent model (:func:`skill_score`) and majority agreement (:func:`majority_agreement`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -54,26 +59,68 @@ def _as_vector(x: Any, name: str, *, lo: float = -np.inf, hi: float = np.inf) ->
     return arr
 
 
-def wasserstein_ordinal(p: Any, q: Any) -> float:
-    """1-Wasserstein distance between two distributions over N ordered options, 1 apart.
+def _as_positions(positions: Any, n: int) -> np.ndarray:
+    """Option positions on the line: 1..n when None, else n finite, distinct-ended values."""
+    if positions is None:
+        return np.arange(1.0, n + 1.0)
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.shape != (n,) or not np.all(np.isfinite(pos)):
+        raise ValueError(f"positions: expected {n} finite values, got {np.asarray(positions)}")
+    if pos.max() == pos.min():
+        raise ValueError(f"positions: the options need at least two positions, got {pos}")
+    return pos
 
-    On a line W1 = sum_k |F_p(k) - F_q(k)| with F the CDFs; it charges moving mass from
-    "strongly agree" to "strongly disagree" more than to "agree", unlike total variation.
+
+def wasserstein_ordinal(p: Any, q: Any, positions: Any = None) -> float:
+    """1-Wasserstein distance between two distributions over N ordered options.
+
+    On a line W1 = sum_k |F_p(x_k) - F_q(x_k)| (x_{k+1} - x_k), with the options sorted by
+    position x and F the CDFs; it charges moving mass from "strongly agree" to "strongly
+    disagree" more than to "agree", unlike total variation. ``positions`` (default 1..N, one
+    apart) places option k at ``positions[k]``: OpinionQA puts a "neither / not sure" coded 3
+    of a yes/no item at 1.5, between yes (1) and no (2), not after no.
     """
     a, b = _as_distribution(p, "p"), _as_distribution(q, "q")
     if a.shape != b.shape:
         raise ValueError(f"p and q have different numbers of options: {a.size} vs {b.size}")
-    return float(np.abs(np.cumsum(a) - np.cumsum(b))[:-1].sum())
+    x = _as_positions(positions, a.size)
+    order = np.argsort(x, kind="stable")
+    gaps = np.diff(x[order])
+    return float(np.sum(np.abs(np.cumsum(a[order]) - np.cumsum(b[order]))[:-1] * gaps))
 
 
-def representativeness(p_model: Any, p_population: Any) -> float:
-    """A = 1 - W1(p_model, p_population) / (N - 1) for one item, in [0, 1].
+def representativeness(p_model: Any, p_population: Any, positions: Any = None) -> float:
+    """A = 1 - W1(p_model, p_population) / (x_max - x_min) for one item, in [0, 1].
 
-    N - 1 is the largest possible W1 (all mass at opposite ends), so A is comparable across
-    items with different numbers of options. With two options A = 1 - |p_model - p_pop|.
+    x_max - x_min (N - 1 with the default positions 1..N) is the largest possible W1 (all mass
+    at opposite ends), so A is comparable across items with different numbers of options.
+    With two options A = 1 - |p_model - p_pop|.
     """
-    w1 = wasserstein_ordinal(p_model, p_population)
-    return 1.0 - w1 / (np.asarray(p_model).size - 1)
+    w1 = wasserstein_ordinal(p_model, p_population, positions)
+    x = _as_positions(positions, np.asarray(p_model).size)
+    return 1.0 - w1 / (x.max() - x.min())
+
+
+def indifferent_representativeness(p_population: Any, positions: Any = None) -> float:
+    """A of the model indifferent between the options (uniform 1/N on each) for one item."""
+    n = np.asarray(p_population).size
+    return representativeness(np.full(n, 1.0 / n), p_population, positions)
+
+
+def skill_score(a_model: float, a_indifferent: float) -> float:
+    """Skill over indifference: S = (A - A_0) / (1 - A_0), on item means.
+
+    A is the model's mean representativeness over items and A_0 that of the model indifferent
+    between the options of every item (:func:`indifferent_representativeness`, averaged over
+    the same items). Like a forecast skill score, S = 1 is a perfect model, S = 0 one no
+    better than hedging, S < 0 one worse than hedging; A alone cannot tell skill from
+    indifference. ValueError when A_0 = 1 (the population is itself uniform: S is undefined).
+    """
+    if not (np.isfinite(a_model) and np.isfinite(a_indifferent)):
+        raise ValueError(f"skill_score: non-finite A {a_model} or A_0 {a_indifferent}")
+    if a_indifferent >= 1.0:
+        raise ValueError("skill_score: the indifferent model already scores A_0 = 1")
+    return float((a_model - a_indifferent) / (1.0 - a_indifferent))
 
 
 def mean_representativeness(p_model: Any, p_population: Any) -> float:
@@ -85,6 +132,13 @@ def mean_representativeness(p_model: Any, p_population: Any) -> float:
             f"got {pm.shape} and {pp.shape}"
         )
     return float(np.mean([representativeness(pm[i], pp[i]) for i in range(pm.shape[0])]))
+
+
+def mean_skill_score(p_model: Any, p_population: Any) -> float:
+    """:func:`skill_score` of mean A over items against the uniform model's mean A; [items, N]."""
+    pp = np.asarray(p_population, dtype=np.float64)
+    a0 = float(np.mean([indifferent_representativeness(row) for row in pp]))
+    return skill_score(mean_representativeness(p_model, pp), a0)
 
 
 def weighted_distribution(values: Any, weights: Any, n_options: int) -> np.ndarray:
@@ -113,6 +167,7 @@ def group_representativeness(
     group_col: str | None,
     *,
     weight_col: str | None = "weight",
+    positions: Mapping[str, Any] | None = None,
 ) -> pl.DataFrame:
     """Mean representativeness of the model per group of respondents, on Likert answers.
 
@@ -123,9 +178,56 @@ def group_representativeness(
     are scored with :func:`preference_accuracy`). Every likert item needs a model distribution
     and every model distribution needs answers; otherwise ValueError.
 
+    ``positions`` (item id -> one position per option, default 1..N) places the options on
+    the line (:func:`wasserstein_ordinal`).
+
     Returns columns ``group`` (str), ``n_respondents``, ``n_items`` (i64),
-    ``representativeness`` (f64), sorted by group.
+    ``representativeness``, ``representativeness_indifferent`` (mean A of the uniform model),
+    ``skill`` (:func:`skill_score` of the two; null where the group's answers are uniform on
+    every item) and ``majority_agreement`` (equal weight per item) (f64), sorted by group.
     """
+    joined = _likert_with_respondents(model_dist, answers, respondents, group_col, weight_col)
+    dists = {k: _as_distribution(v, f"model_dist[{k!r}]") for k, v in model_dist.items()}
+    positions = dict(positions or {})
+    rows = []
+    for (group,), frame in sorted(joined.group_by("_group"), key=lambda t: t[0][0]):
+        try:
+            scores = _scores_per_item(frame, dists, positions)
+        except ValueError as err:
+            raise ValueError(f"group {group!r}, {err}") from err
+        a, a0, top = np.mean(scores, axis=0)
+        rows.append(
+            {
+                "group": group,
+                "n_respondents": frame["respondent_id"].n_unique(),
+                "n_items": len(scores),
+                "representativeness": float(a),
+                "representativeness_indifferent": float(a0),
+                "skill": skill_score(a, a0) if a0 < 1.0 else None,
+                "majority_agreement": float(top),
+            }
+        )
+    schema = {
+        "group": pl.Utf8,
+        "n_respondents": pl.Int64,
+        "n_items": pl.Int64,
+        "representativeness": pl.Float64,
+        "representativeness_indifferent": pl.Float64,
+        "skill": pl.Float64,
+        "majority_agreement": pl.Float64,
+    }
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _likert_with_respondents(
+    model_dist: Mapping[str, Any],
+    answers: pl.DataFrame,
+    respondents: pl.DataFrame,
+    group_col: str | None,
+    weight_col: str | None,
+) -> pl.DataFrame:
+    """The likert answers with each respondent's ``_group`` and weight ``_w``, checked against
+    the model's items (see :func:`group_representativeness`)."""
     for col in ("respondent_id", "item_id", "kind", "value"):
         if col not in answers.columns:
             raise ValueError(f"answers: missing column {col!r}")
@@ -159,33 +261,29 @@ def group_representativeness(
         raise ValueError(f"answers: respondent_id not in respondents: {sorted(missing)[:5]}")
     if joined["value"].null_count():
         raise ValueError("answers: null value in a likert answer")
+    return joined
 
-    dists = {k: _as_distribution(v, f"model_dist[{k!r}]") for k, v in model_dist.items()}
-    rows = []
-    for (group,), frame in sorted(joined.group_by("_group"), key=lambda t: t[0][0]):
-        scores = []
-        for (item,), sub in sorted(frame.group_by("item_id"), key=lambda t: t[0][0]):
-            n_opt = dists[item].size
-            try:
-                pop = weighted_distribution(sub["value"].to_numpy(), sub["_w"].to_numpy(), n_opt)
-            except ValueError as err:
-                raise ValueError(f"group {group!r}, item {item!r}: {err}") from err
-            scores.append(representativeness(dists[item], pop))
-        rows.append(
-            {
-                "group": group,
-                "n_respondents": frame["respondent_id"].n_unique(),
-                "n_items": len(scores),
-                "representativeness": float(np.mean(scores)),
-            }
+
+def _scores_per_item(
+    frame: pl.DataFrame, dists: Mapping[str, np.ndarray], positions: Mapping[str, Any]
+) -> list[tuple[float, float, float]]:
+    """Per item of one group's answers: (A of the model, A of the uniform model, majority
+    agreement), the weighted answer distribution compared with the model's."""
+    scores = []
+    for (item,), sub in sorted(frame.group_by("item_id"), key=lambda t: t[0][0]):
+        n_opt, pos = dists[item].size, positions.get(item)
+        try:
+            pop = weighted_distribution(sub["value"].to_numpy(), sub["_w"].to_numpy(), n_opt)
+        except ValueError as err:
+            raise ValueError(f"item {item!r}: {err}") from err
+        scores.append(
+            (
+                representativeness(dists[item], pop, pos),
+                indifferent_representativeness(pop, pos),
+                majority_agreement(dists[item][None, :], pop[None, :]),
+            )
         )
-    schema = {
-        "group": pl.Utf8,
-        "n_respondents": pl.Int64,
-        "n_items": pl.Int64,
-        "representativeness": pl.Float64,
-    }
-    return pl.DataFrame(rows, schema=schema)
+    return scores
 
 
 def worst_group(table: pl.DataFrame, value_col: str = "representativeness") -> tuple[str, float]:
@@ -288,79 +386,3 @@ def expected_calibration_error(
     table = calibration(p_pred, outcomes, weights, n_bins).drop_nulls("mean_pred")
     gap = (table["mean_pred"] - table["frac_pos"]).abs()
     return float((table["weight"] * gap).sum() / table["weight"].sum())
-
-
-def bootstrap_ci(
-    statistic: Callable[..., float],
-    respondent_ids: Sequence[Any] | np.ndarray | int,
-    *,
-    n_boot: int = 200,
-    alpha: float = 0.05,
-    seed: int = 0,
-    reweight: Callable[[np.ndarray], np.ndarray] | None = None,
-) -> tuple[float, float, float]:
-    """Respondent-level (cluster) bootstrap with a percentile interval: (estimate, lo, hi).
-
-    ``respondent_ids`` is either the number of rows n (each row its own respondent) or one id
-    per row (rows of the same respondent are resampled together, since one person's answers
-    are correlated). Each replicate draws as many respondents as there are, with replacement,
-    and calls ``statistic(idx)`` with the row indices of the drawn respondents (a respondent
-    drawn twice contributes its rows twice). The estimate is ``statistic(arange(n))``.
-
-    Re-raking: weights raked on the full sample are not the weights a resampled sample would
-    get, and ignoring that understates (or misstates) the variance. With ``reweight`` given,
-    each replicate first calls ``reweight(drawn)``, where ``drawn`` holds the drawn respondents
-    (their ids; positions 0..n-1 when an int was passed), duplicates included, and must return
-    one weight per drawn respondent, aligned; rows inherit their respondent's weight and the
-    statistic is called as ``statistic(idx, row_weights)``. The estimate then uses
-    ``reweight`` on the full set of respondents (each once, in first-appearance order).
-
-    The interval is the (alpha/2, 1 - alpha/2) quantiles of the replicate statistics.
-    """
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    if isinstance(respondent_ids, int | np.integer):
-        if respondent_ids < 1:
-            raise ValueError(f"respondent_ids: need at least one row, got n={respondent_ids}")
-        unit_of_row = np.arange(int(respondent_ids))
-        units = unit_of_row.copy()
-    else:
-        ids = np.asarray(respondent_ids)
-        if ids.ndim != 1 or ids.size == 0:
-            raise ValueError(f"respondent_ids: expected a non-empty 1-D array, got {ids.shape}")
-        uniq, first, unit_of_row = np.unique(ids, return_index=True, return_inverse=True)
-        order = np.argsort(first)  # units in first-appearance order
-        rank = np.empty_like(order)
-        rank[order] = np.arange(order.size)
-        unit_of_row, units = rank[unit_of_row], uniq[order]
-    n_units = units.size
-    rows_by_unit = np.argsort(unit_of_row, kind="stable")
-    starts = np.searchsorted(unit_of_row[rows_by_unit], np.arange(n_units + 1))
-
-    def call(drawn: np.ndarray) -> float:
-        sizes = starts[drawn + 1] - starts[drawn]
-        # Row k of the replicate is row (k - offset of its unit) of that unit, vectorised.
-        offsets = np.repeat(np.cumsum(sizes) - sizes, sizes)
-        idx = rows_by_unit[np.repeat(starts[drawn], sizes) + np.arange(sizes.sum()) - offsets]
-        if reweight is None:
-            value = statistic(idx)
-        else:
-            w_units = np.asarray(reweight(units[drawn]), dtype=np.float64)
-            if w_units.shape != drawn.shape:
-                raise ValueError(
-                    f"reweight returned shape {w_units.shape}, "
-                    f"expected {drawn.shape} (one weight per drawn respondent)"
-                )
-            value = statistic(idx, np.repeat(w_units, sizes))
-        value = float(value)
-        if not np.isfinite(value):
-            raise ValueError(f"statistic returned a non-finite value {value}")
-        return value
-
-    estimate = call(np.arange(n_units))
-    rng = np.random.default_rng(seed)
-    reps = np.array([call(rng.integers(0, n_units, n_units)) for _ in range(n_boot)])
-    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
-    return estimate, float(lo), float(hi)

@@ -22,8 +22,10 @@ Sections and their inputs:
          "<model>": {                           # one entry per model, e.g. "base", "aligned"
            "preference_accuracy": 0.62,         # any numeric metrics: each is a table column,
            "margin": 1.18, "n_pairs": 464,      # and those of HEADLINE_METRICS that every
-           "groups": {"<group>": 0.81, ...}     # model has are plotted; optional "groups": a
-         },                                     # per-group metric (likert runs: A per group)
+           "groups": {"<group>": 0.81, ...},    # model has are plotted; optional "groups": a
+                                                # per-group metric (A per group)
+           "unseen_items": {...}                # optional: the same metrics on the items held
+         },                                     # out of training (data.holdout_items > 0)
          "groups": {                            # optional: an alignment metric per group
            "<model>": {"<group>": 0.64, ...}    # a number, or {"estimate", "lo", "hi"}
          },
@@ -294,6 +296,7 @@ def _eval_section(summary: RunSummary) -> Section:
         if shown:
             fig = plots.model_comparison(models, shown)
             sec.blocks.append(_plot("eval_models", "Held-out metrics per model", fig))
+    sec.blocks += _unseen_blocks(models)
     nested = {k: m["groups"] for k, m in models.items() if isinstance(m.get("groups"), dict)}
     if nested:  # likert runs: representativeness A per group inside each model's entry
         table = eval_group_table(nested, "eval.<model>.groups")
@@ -318,6 +321,24 @@ def _eval_section(summary: RunSummary) -> Section:
         notes = {e.get("uncertainty") for e in ev["representation"].values()} - {None}
         sec.blocks += sorted(f"Intervals: {n}." for n in notes)
     return sec
+
+
+def _unseen_blocks(models: dict[str, dict[str, Any]]) -> list:
+    """``eval.<model>.unseen_items`` (data.holdout_items > 0): the held-out respondents on the
+    items training never saw, reported apart from the trained items; A per group beside."""
+    unseen = {k: m["unseen_items"] for k, m in models.items() if "unseen_items" in m}
+    if not unseen:
+        return []
+    metrics = list(dict.fromkeys(k for m in unseen.values() for k, v in m.items() if is_number(v)))
+    rows = [[name, *(m.get(k) for k in metrics)] for name, m in unseen.items()]
+    title = "Unseen items (held out of training), held-out respondents: metrics per model"
+    blocks: list = [Table("eval_unseen_items", title, ["model", *metrics], rows)]
+    nested = {k: m["groups"] for k, m in unseen.items() if isinstance(m.get("groups"), dict)}
+    if nested:
+        table = eval_group_table(nested, "eval.<model>.unseen_items.groups")
+        title = "Representativeness A per group, unseen items"
+        blocks += _group_blocks("eval_unseen_groups", title, table, lowest_group(table))
+    return blocks
 
 
 def _group_blocks(key: str, title: str, table: pl.DataFrame, worst: dict[str, str]) -> list:

@@ -88,6 +88,8 @@ def representation_tables(rep: dict[str, Any]) -> tuple[pl.DataFrame, pl.DataFra
             raise ValueError(f"summary.json {where}.worst_group: {worst[model]!r} not a group")
         named = {
             "A(population)": entry.get("population"),
+            "A(indifferent model)": entry.get("population_indifferent"),
+            "skill over indifference": entry.get("skill"),
             f"worst-group A ({worst[model]})": w,
             "spread (max - min)": entry.get("spread"),
             "majority agreement": entry.get("majority_agreement"),

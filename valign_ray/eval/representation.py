@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from valign_ray.eval.metrics import bootstrap_ci, majority_agreement, representativeness
+from valign_ray.eval.bootstrap import bootstrap_ci
+from valign_ray.eval.metrics import majority_agreement, representativeness, skill_score
 from valign_ray.eval.preferences import (
     implicit_reward_preference,
     pair_preference,
@@ -214,7 +215,9 @@ def representation_table(
     ``p_model``: ``item_id`` and ``column`` (P(prefers the pole-positive response));
     ``truth``: the synthetic population truth (``kind == "pairwise"`` rows are used, with
     ``variable == "all"`` for the population and the groups of ``variables``).
-    Returns ``population``, each entry of ``groups`` (``group`` = "variable=category"),
+    Returns ``population`` (mean A), ``population_indifferent`` (mean A of the model at
+    p = 0.5 on every item), ``skill`` (:func:`metrics.skill_score` of the two, on item means),
+    each entry of ``groups`` (``group`` = "variable=category"),
     ``worst_group`` and ``spread`` (max - min over groups of A_g), ``majority_agreement``
     (equal weight per item), ``majority_agreement_margin_weighted`` (items weighted by the
     majority's size |2 q - 1|, so near-even splits count little) and
@@ -237,28 +240,27 @@ def representation_table(
     def by_group(idx: np.ndarray) -> np.ndarray:
         return a_group[:, idx].mean(axis=1)
 
-    groups = []
-    for k, label in enumerate(labels):
-        ci = bootstrap_ci(lambda idx, k=k: a_group[k, idx].mean(), n, **boot)
-        groups.append({"group": label, **_interval(ci)})
+    def ci(statistic: Any, size: int = n) -> dict[str, float]:
+        return _interval(bootstrap_ci(statistic, size, **boot))
+
+    groups = [
+        {"group": label, **ci(lambda idx, k=k: a_group[k, idx].mean())}
+        for k, label in enumerate(labels)
+    ]
     worst = int(np.argmin([g["estimate"] for g in groups]))
     margin = np.abs(2 * q - 1)
+    a_ind = _item_scores(np.full(n, 0.5), q)  # the model indifferent on every item
     out: dict[str, Any] = {
         "n_items": n,
-        "population": _interval(bootstrap_ci(lambda idx: a_pop[idx].mean(), n, **boot)),
+        "population": ci(lambda idx: a_pop[idx].mean()),
+        "population_indifferent": ci(lambda idx: a_ind[idx].mean()),
+        "skill": ci(lambda idx: skill_score(a_pop[idx].mean(), a_ind[idx].mean())),
         "groups": groups,
-        "worst_group": {
-            "group": labels[worst],
-            **_interval(bootstrap_ci(lambda idx: by_group(idx).min(), n, **boot)),
-        },
-        "spread": _interval(bootstrap_ci(lambda idx: np.ptp(by_group(idx)), n, **boot)),
-        "majority_agreement": _interval(
-            bootstrap_ci(lambda idx: majority_agreement(p[idx], q[idx]), n, **boot)
-        ),
-        "majority_agreement_margin_weighted": _interval(
-            bootstrap_ci(
-                lambda idx: majority_agreement(p[idx], q[idx], margin[idx] + 1e-12), n, **boot
-            )
+        "worst_group": {"group": labels[worst], **ci(lambda idx: by_group(idx).min())},
+        "spread": ci(lambda idx: np.ptp(by_group(idx))),
+        "majority_agreement": ci(lambda idx: majority_agreement(p[idx], q[idx])),
+        "majority_agreement_margin_weighted": ci(
+            lambda idx: majority_agreement(p[idx], q[idx], margin[idx] + 1e-12)
         ),
         "n_flipped": len(set(flipped)),
         "majority_agreement_flipped": None,
@@ -268,8 +270,9 @@ def representation_table(
     if flipped:
         f = np.array([i in set(flipped) for i in items])
         pf, qf = p[f], q[f]
-        ci = bootstrap_ci(lambda idx: majority_agreement(pf[idx], qf[idx]), int(f.sum()), **boot)
-        out["majority_agreement_flipped"] = _interval(ci)
+        out["majority_agreement_flipped"] = ci(
+            lambda idx: majority_agreement(pf[idx], qf[idx]), int(f.sum())
+        )
     return out
 
 

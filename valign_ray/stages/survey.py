@@ -127,7 +127,8 @@ def survey_inputs(ctx: StageContext) -> dict[str, Any]:
 
 
 def run_weights(ctx: StageContext) -> WeightingResult:
-    """Rake respondents to the population margins (or weight 1 when weighting is off)."""
+    """Rake respondents to the population margins, or give each opinion group its target share
+    (``weighting.scheme``), or weight 1 when weighting is off."""
     from valign_ray.survey.cap_policy import rake_with_cap_policy
     from valign_ray.survey.margins import load_margins, select_margins
     from valign_ray.survey.weighting import diagnostics_to_dict, format_diagnostics
@@ -139,6 +140,8 @@ def run_weights(ctx: StageContext) -> WeightingResult:
         )
         print("weighting disabled: every respondent weighs 1", flush=True)
         return WeightingResult(method="none", n=resp.height, ess=float(resp.height))
+    if wcfg.scheme == "opinion_groups":
+        return _weight_opinion_groups(ctx, resp)
     margins = select_margins(load_margins(wcfg.margins), list(wcfg.variables))
     result = rake_with_cap_policy(
         resp,
@@ -183,11 +186,52 @@ def weighting_result(diag: WeightingDiagnostics, on_cap_binding: str) -> Weighti
     )
 
 
+def _weight_opinion_groups(ctx: StageContext, resp: pl.DataFrame) -> WeightingResult:
+    """weighting.scheme opinion_groups: each opinion group its target share (equal: null)."""
+    from valign_ray.survey.opinion_weights import opinion_group_weights
+    from valign_ray.survey.weighting import design_effect, kish_ess
+
+    wcfg = ctx.cfg.weighting
+    weighted = opinion_group_weights(
+        resp,
+        shares=wcfg.group_shares,
+        base_weight="base_weight" if "base_weight" in resp.columns else None,
+    )
+    w = weighted["weight"]
+    shares = (
+        weighted.filter(pl.col("group").is_not_null())
+        .group_by("group")
+        .agg((pl.col("weight").sum()).alias("total"), pl.len().alias("n"))
+    )
+    total = float(shares["total"].sum())
+    diag = {
+        "method": "opinion_groups",
+        "n": weighted.height,
+        "ess": kish_ess(w),
+        "deff": design_effect(w),
+        "weight_min": float(w.min()),
+        "weight_max": float(w.max()),
+        "weight_mean": float(w.mean()),
+        "without_group": int(weighted["group"].null_count()),
+        "groups": {
+            str(g): {"n": int(n), "weighted_share": float(t) / total}
+            for g, t, n in shares.sort("group").select("group", "total", "n").iter_rows()
+        },
+    }
+    print(f"opinion-group weights: {json.dumps(diag)[:400]}", flush=True)
+    write_text_atomic(ctx.layout.weight_diagnostics, json.dumps(diag, indent=2) + "\n")
+    write_parquet_atomic(weighted.select("respondent_id", "weight"), ctx.layout.weights)
+    return WeightingResult(
+        **{k: diag[k] for k in ("method", "n", "ess", "deff", "weight_min", "weight_max")}
+    )
+
+
 def weights_inputs(ctx: StageContext) -> dict[str, Any]:
     from valign_ray.config_loader import to_dict
 
     w = ctx.cfg.weighting
-    hashes = {"weighting.margins": file_hash(w.margins)} if w.enabled else {}
+    raking = w.enabled and w.scheme == "raking"
+    hashes = {"weighting.margins": file_hash(w.margins)} if raking else {}
     ctx.input_files.update(hashes)
     return {"weighting": to_dict(w), "files": hashes}
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import polars as pl
 
+from valign_ray.config import PipelineConfig
 from valign_ray.config_loader import to_dict
 from valign_ray.methods import get_method
 from valign_ray.provenance import file_hash
@@ -220,39 +221,94 @@ def _train_inputs(ctx: StageContext) -> dict[str, Any]:
 
 def run_eval(ctx: StageContext) -> EvalResult:
     """Held-out respondents: weighted preference accuracy and margin (or Likert A per group),
-    base vs aligned."""
-    from valign_ray.eval.heldout import evaluate_pairs
+    with A, skill over indifference and majority agreement, base vs aligned. With
+    ``data.holdout_items > 0``, the same for the held-out respondents' answers on the items
+    training never saw, under ``unseen_items``: seen and unseen items are reported apart."""
     from valign_ray.models import load_model, load_tokenizer
 
-    cfg, layout = ctx.cfg, ctx.layout
     base = base_model_path(ctx)
     tok = load_tokenizer(base)
+    seen = eval_data(ctx, "heldout_respondents")
+    unseen = eval_data(ctx, "heldout_both") if ctx.cfg.data.holdout_items > 0 else None
+    lookups = {
+        "items": ctx.survey_table("items"),
+        "respondents": ctx.weighted_respondents(),
+        "positions": likert_positions(ctx),
+    }
     models = {}
-    for name, path in (("base", base), ("aligned", layout.model)):
+    for name, path in (("base", base), ("aligned", ctx.layout.model)):
         model = load_model(path)
-        if cfg.data.answers == "likert":
-            from valign_ray.data.likert import POLIS_OPTIONS
-            from valign_ray.eval.likert import evaluate_likert
-
-            models[name] = evaluate_likert(
-                model,
-                tok,
-                ctx.survey_table("items"),
-                pl.read_parquet(layout.answers_split("heldout_respondents")),
-                ctx.weighted_respondents(),
-                options=dict(cfg.data.likert_options or POLIS_OPTIONS),
-                group_column=cfg.data.group_column,
-                max_length=cfg.data.max_length,
-            )
-        else:
-            models[name] = evaluate_pairs(
-                model,
-                tok,
-                pl.read_parquet(layout.eval_pairs),
-                max_length=cfg.data.max_length,
-                batch_size=cfg.eval.batch_size,
-            )
+        models[name] = evaluate_model(ctx.cfg, model, tok, seen, **lookups)
+        if unseen is not None:
+            models[name]["unseen_items"] = evaluate_model(ctx.cfg, model, tok, unseen, **lookups)
     return EvalResult(models=json.loads(json.dumps(models)))
+
+
+def eval_data(ctx: StageContext, split: str) -> pl.DataFrame:
+    """What a split is scored on: its Likert answers, or the pairs of its ratings and choices
+    (the held-out respondents' pairs were written by the datasets stage)."""
+    answers = pl.read_parquet(ctx.layout.answers_split(split))
+    if ctx.cfg.data.answers == "likert":
+        return answers
+    if split == "heldout_respondents":
+        return pl.read_parquet(ctx.layout.eval_pairs)
+    from valign_ray.data.builders import build_dpo_pairs
+
+    return build_dpo_pairs(
+        answers,
+        ctx.survey_table("items"),
+        ctx.survey_table("candidates"),
+        ctx.weighted_respondents(),
+        group_column=ctx.cfg.data.group_column,
+    )
+
+
+def likert_positions(ctx: StageContext) -> dict[str, tuple[float, ...]]:
+    """The instrument's option positions (survey files only; other sources use code order)."""
+    if ctx.cfg.survey.source != "files" or ctx.cfg.data.answers != "likert":
+        return {}
+    from valign_ray.survey.instrument import load_instrument
+
+    return load_instrument(ctx.cfg.survey.files.instrument).option_positions()
+
+
+def evaluate_model(
+    cfg: PipelineConfig,
+    model: Any,
+    tokenizer: Any,
+    data: pl.DataFrame,
+    *,
+    items: pl.DataFrame,
+    respondents: pl.DataFrame,
+    positions: dict[str, tuple[float, ...]],
+) -> dict[str, Any]:
+    """One model on one split's :func:`eval_data`; an empty split says so (``n_pairs`` or
+    ``n_answers`` 0) instead of failing, since few items or respondents may leave none."""
+    from valign_ray.eval.heldout import evaluate_pairs
+
+    if cfg.data.answers == "ratings":
+        if data.height == 0:
+            return {"n_pairs": 0}
+        return evaluate_pairs(
+            model, tokenizer, data, max_length=cfg.data.max_length, batch_size=cfg.eval.batch_size
+        )
+    from valign_ray.data.likert import POLIS_OPTIONS, likert_answers
+    from valign_ray.eval.likert import evaluate_likert
+
+    options = dict(cfg.data.likert_options or POLIS_OPTIONS)
+    if likert_answers(data, options)[0].height == 0:
+        return {"n_answers": 0}
+    return evaluate_likert(
+        model,
+        tokenizer,
+        items,
+        data,
+        respondents,
+        options=options,
+        group_column=cfg.data.group_column,
+        max_length=cfg.data.max_length,
+        positions=positions,
+    )
 
 
 DATASETS = Stage(

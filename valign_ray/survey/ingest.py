@@ -5,7 +5,9 @@ so a wrong type is one bad row, not a failed read. Each row is checked against t
 a bad row goes to ``quarantine_dir/quarantine.csv`` with its file, 1-based row number (the
 data record; the CSV header is not counted, a JSONL row is its line), field, reason code and
 message (the checks and reason codes are in :mod:`valign_ray.survey.row_checks`). Nothing is
-dropped silently: per file, rows in = rows kept + rows quarantined.
+dropped silently: per file, rows in = rows kept + rows quarantined (+ refusals: likert answers
+coded as one of their statement's ``refusal_codes``, dropped before the checks and counted as
+``refused``, since a refusal is not a position on the scale).
 
 Respondent ids are pseudonymised here, ``sha256(salt + raw_id)`` in hex cut to 16 characters,
 in both tables, so raw ids never leave this module.
@@ -51,7 +53,8 @@ class IngestResult:
     respondents: pl.DataFrame
     answers: pl.DataFrame
     quarantine: pl.DataFrame  # source, row, field, reason, message
-    counts: dict[str, dict[str, Any]]  # role -> source, rows_in, kept, quarantined, by_reason
+    # role -> source, rows_in, kept, quarantined, by_reason (answers: also refused)
+    counts: dict[str, dict[str, Any]]
 
     def format_counts(self) -> str:
         """The counts as a few aligned lines for the terminal."""
@@ -60,6 +63,7 @@ class IngestResult:
             lines.append(
                 f"{role:<12} {c['source']}: {c['rows_in']} rows in, {c['kept']} kept, "
                 f"{c['quarantined']} quarantined"
+                + (f", {c['refused']} refusals dropped" if c.get("refused") else "")
             )
             lines += [f"    {reason:<22} {n}" for reason, n in c["by_reason"].items()]
         return "\n".join(lines)
@@ -102,6 +106,7 @@ def ingest_survey(
     for col in ANSWER_COLUMNS:  # optional columns that were absent are all-null
         if col not in ans.columns:
             ans = ans.with_columns(pl.lit(None, pl.String).alias(col))
+    ans, refused = drop_refusals(ans, instrument)
     kept_raw = resp.filter(pl.col("_reason").is_null())["respondent_id"]
     checks = answer_checks(kept_raw, resp["respondent_id"])
     ans = judge_rows(with_items(ans, instrument), checks, answers_path, strict)
@@ -125,11 +130,29 @@ def ingest_survey(
         "respondents": count_rows(resp, respondents_path),
         "answers": count_rows(ans, answers_path),
     }
+    counts["answers"]["rows_in"] += refused
+    counts["answers"]["refused"] = refused
     qdir = Path(quarantine_dir)
     qdir.mkdir(parents=True, exist_ok=True)
     quarantine.write_csv(qdir / "quarantine.csv")
     (qdir / "quarantine_counts.json").write_text(json.dumps(counts, indent=2) + "\n")
     return IngestResult(respondents, answers, quarantine, counts)
+
+
+def drop_refusals(answers: pl.DataFrame, instrument: Instrument) -> tuple[pl.DataFrame, int]:
+    """The answers without likert answers coded as a refusal of their item, and how many.
+
+    ``value`` may still be text (as read): it is compared as an integer.
+    """
+    codes = instrument.refusal_codes()
+    if not codes:
+        return answers, 0
+    keys = [f"{item}:{code}" for item, item_codes in codes.items() for code in item_codes]
+    value = pl.col("value").cast(pl.String).str.strip_chars().cast(pl.Int64, strict=False)
+    key = pl.concat_str(pl.col("item_id"), pl.lit(":"), value.cast(pl.String))
+    refused = ((pl.col("kind") == "likert") & key.is_in(keys)).fill_null(False)
+    kept = answers.filter(~refused)
+    return kept, answers.height - kept.height
 
 
 # --- reading: every file becomes string columns plus _row and any parse-time problem ---

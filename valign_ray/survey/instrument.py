@@ -5,6 +5,10 @@ and loaded into an immutable :class:`Instrument`. Ingestion checks every respond
 against it, and :meth:`Instrument.items_table` / :meth:`Instrument.candidates_table` give the
 canonical ``items`` and ``candidates`` tables of :mod:`valign_ray.survey.tables`.
 
+A statement may place its options on the line (``positions``: option code -> position; by
+default code k sits at k) and list ``refusal_codes`` (e.g. Pew's 99) that are not options:
+answers with those codes are dropped and counted at ingestion, never scored as an option.
+
 Loading is strict: an unknown key, a duplicate id, a missing or empty field, or a YAML value of
 the wrong type (``yes`` parses as a boolean, ``1`` as an integer: quote them) is a ValueError
 naming the file and the item/field, so a typo cannot silently change what is measured.
@@ -12,8 +16,9 @@ naming the file and the item/field, so a typo cannot silently change what is mea
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -32,8 +37,9 @@ RESERVED_COLUMNS = ("respondent_id", "group", "base_weight", "weight")
 _TOP_KEYS = {"name", "demographics", "items"}
 _ITEM_KEYS = {
     "prompt": {"id", "kind", "text", "dimension", "responses"},
-    "statement": {"id", "kind", "text", "dimension", "options"},
+    "statement": {"id", "kind", "text", "dimension", "options", "positions", "refusal_codes"},
 }
+_OPTIONAL_KEYS = {"dimension", "positions", "refusal_codes"}
 _RESPONSE_KEYS = {"id", "text"}
 
 
@@ -55,6 +61,17 @@ class Item:
     dimension: str | None = None
     responses: tuple[Response, ...] = ()  # prompts only
     options: tuple[str, ...] = ()  # statements only: option labels, least to most agreement
+    # statements only: option code (1..len(options)) -> position on the line; None: code k at k
+    # (OpinionQA puts a "not sure" coded 3 of a yes (1) / no (2) item at 1.5).
+    positions: dict[int, float] | None = None
+    refusal_codes: tuple[int, ...] = ()  # statements only: answer codes meaning "refused"
+
+    @property
+    def option_positions(self) -> tuple[float, ...]:
+        """Position of each option, in code order (1..len(options))."""
+        if self.positions is None:
+            return tuple(float(k) for k in range(1, len(self.options) + 1))
+        return tuple(float(self.positions[k]) for k in range(1, len(self.options) + 1))
 
     @property
     def answer_kinds(self) -> tuple[str, ...]:
@@ -82,6 +99,15 @@ class Instrument:
     def items_by_id(self) -> dict[str, Item]:
         """Items keyed by id."""
         return {item.id: item for item in self.items}
+
+    def option_positions(self) -> dict[str, tuple[float, ...]]:
+        """Statement id -> its options' positions in code order, for the statements that set
+        ``positions`` (the others keep their codes as positions)."""
+        return {it.id: it.option_positions for it in self.items if it.positions is not None}
+
+    def refusal_codes(self) -> dict[str, tuple[int, ...]]:
+        """Statement id -> its refusal codes, for the statements that list any."""
+        return {it.id: it.refusal_codes for it in self.items if it.refusal_codes}
 
     def items_table(self) -> pl.DataFrame:
         """The canonical ``items`` table (tables.py); ``n_options`` is 0 for prompts."""
@@ -174,6 +200,10 @@ def save_instrument(inst: Instrument, path: str | Path) -> None:
             entry["responses"] = [{"id": r.id, "text": r.text} for r in it.responses]
         else:
             entry["options"] = list(it.options)
+            if it.positions is not None:
+                entry["positions"] = dict(it.positions)
+            if it.refusal_codes:
+                entry["refusal_codes"] = list(it.refusal_codes)
         items.append(entry)
     doc = {
         "name": inst.name,
@@ -214,7 +244,7 @@ def _parse(raw: Any) -> Instrument:
             raise ValueError(
                 f"{where}: field 'kind' must be one of {list(ITEM_KINDS)}, got {kind!r}"
             )
-        _check_keys(entry, _ITEM_KEYS[kind], where, optional={"dimension"})
+        _check_keys(entry, _ITEM_KEYS[kind], where, optional=_OPTIONAL_KEYS)
         responses: list[Response] = []
         if kind == "prompt":
             if not isinstance(entry["responses"], list):
@@ -228,7 +258,16 @@ def _parse(raw: Any) -> Instrument:
             raise ValueError(f"{where}: field 'options' must be a list")
         options = tuple(entry.get("options", ()))
         dimension = entry.get("dimension")
-        items.append(Item(entry["id"], kind, entry["text"], dimension, tuple(responses), options))
+        positions = entry.get("positions")
+        if positions is not None and not isinstance(positions, dict):
+            raise ValueError(
+                f"{where}: field 'positions' must be a mapping: option code -> position"
+            )
+        refusals = entry.get("refusal_codes", [])
+        if not isinstance(refusals, list):
+            raise ValueError(f"{where}: field 'refusal_codes' must be a list of answer codes")
+        item = Item(entry["id"], kind, entry["text"], dimension, tuple(responses), options)
+        items.append(replace(item, positions=positions, refusal_codes=tuple(refusals)))
     return Instrument(raw["name"], demo, tuple(items))
 
 
@@ -281,8 +320,10 @@ def _check_instrument(inst: Instrument) -> None:
         if it.kind == "prompt":
             if not it.responses:
                 raise ValueError(f"{where}: field 'responses': a prompt needs candidate responses")
-            if it.options:
-                raise ValueError(f"{where}: field 'options': only statements have options")
+            if it.options or it.positions is not None or it.refusal_codes:
+                raise ValueError(
+                    f"{where}: fields 'options', 'positions', 'refusal_codes': statements only"
+                )
             for r in it.responses:
                 _check_id(r.id, f"{where}: response id")
                 _check_text(r.text, f"{where}: response {r.id!r}: field 'text'")
@@ -295,9 +336,41 @@ def _check_instrument(inst: Instrument) -> None:
             for opt in it.options:
                 _check_text(opt, f"{where}: field 'options' entry")
             _check_unique(it.options, f"{where}: duplicate option")
+            _check_positions(it, where)
         else:
             kinds = list(ITEM_KINDS)
             raise ValueError(f"{where}: field 'kind' must be one of {kinds}, got {it.kind!r}")
+
+
+def _check_positions(it: Item, where: str) -> None:
+    """Positions cover exactly the codes 1..n with finite numbers, not all equal; refusal codes
+    are integers that are not option codes."""
+    codes = set(range(1, len(it.options) + 1))
+    for code in it.refusal_codes:
+        if not _is_int(code) or code in codes:
+            raise ValueError(
+                f"{where}: field 'refusal_codes': {code!r} is not an integer outside "
+                f"1..{len(codes)}"
+            )
+    _check_unique(it.refusal_codes, f"{where}: duplicate refusal code")
+    if it.positions is None:
+        return
+    if set(it.positions) != codes or not all(_is_int(c) for c in it.positions):
+        raise ValueError(
+            f"{where}: field 'positions' must give every option code 1..{len(codes)} a position, "
+            f"got codes {sorted(it.positions, key=str)}"
+        )
+    values = list(it.positions.values())
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values) or not all(
+        math.isfinite(v) for v in values
+    ):
+        raise ValueError(f"{where}: field 'positions': positions must be finite numbers")
+    if len(set(values)) < 2:
+        raise ValueError(f"{where}: field 'positions': the options need two distinct positions")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_unique(values: Sequence[Any], what: str) -> None:
