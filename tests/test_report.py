@@ -78,7 +78,13 @@ def test_report_of_a_real_smoke_run(smoke_run) -> None:
                 assert f" {v:,} |" in row, (model, v)
             elif isinstance(v, float) and abs(v) < 1000:
                 assert f" {v:.4g} |" in row, (model, v)
-    expected = {"eval_models", "margins", "training_curves", "weights_histogram"}
+    expected = {
+        "eval_models",
+        "eval_model_groups",
+        "margins",
+        "training_curves",
+        "weights_histogram",
+    }
     # The constitution stage is new in the pipeline: check its section from whichever exists.
     if (run / "constitution.yaml").exists():
         import yaml

@@ -1,0 +1,92 @@
+"""Faults a long run survives: the driver killed with SIGKILL mid-training, then the same
+command again. Finished stages are skipped by fingerprint and Ray Train resumes from the last
+committed checkpoint, ending with exactly the parameters of the uninterrupted smoke run.
+
+(A training worker process killed with SIGKILL is tests/test_training_ray.py's
+``test_resume_after_a_worker_failure_is_bit_exact[sigkill]``.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from valign_ray.models import load_model
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.ray
+
+
+def _command(out: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "valign_ray.cli",
+        "run",
+        "configs/smoke.yaml",
+        "--output-dir",
+        str(out),
+        # Its own embedded Ray (not the test session's), checkpoints every 4 steps.
+        "--set",
+        "ray.address=local",
+        "--set",
+        "ray.num_cpus=3",
+        "--set",
+        "train.checkpoint_every=4",
+        "--set",
+        "wandb.enabled=false",
+    ]
+
+
+def _wait_for_steps(metrics: Path, proc: subprocess.Popen, steps: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended (rc={proc.returncode}) before step {steps}")
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= steps:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no step {steps} within {timeout} s")
+
+
+def test_driver_killed_mid_training_resumes_on_rerun(smoke_run, tmp_path: Path) -> None:
+    cfg, clean = smoke_run
+    out = tmp_path / "runs"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log = (tmp_path / "first.log").open("w")
+    proc = subprocess.Popen(
+        _command(out), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the kill takes its Ray with it
+    )  # fmt: skip
+    metrics = out / "smoke" / "train_metrics.jsonl"
+    try:
+        _wait_for_steps(metrics, proc, steps=6, timeout=600)  # past the step-4 checkpoint
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (out / "smoke" / "model").exists()  # it died mid-training
+    again = subprocess.run(
+        _command(out), cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    for stage in ("survey", "weights", "constitution", "datasets", "model", "reference"):
+        assert f"[{stage}] skipped: fingerprint" in again.stdout, stage
+    assert "[train] ..." in again.stdout
+    # The resumed run appends to the first run's lines (a fresh start would have emptied the
+    # file): the steps after the last checkpoint appear twice, from step 4k + 1 on.
+    steps = [int(json.loads(line)["step"]) for line in metrics.read_text().splitlines()]
+    assert steps[0] == 1 and steps[-1] == clean.results["train"].metrics["step"]
+    again_from = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
+    assert steps[again_from] % 4 == 1 and steps[again_from] > 1, steps
+    resumed = load_model(out / "smoke" / "model").state_dict()
+    reference = load_model(cfg.run_dir / "model").state_dict()
+    for key, value in reference.items():
+        assert torch.equal(value, resumed[key]), key
