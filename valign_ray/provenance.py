@@ -37,10 +37,10 @@ def file_hash(path: str | Path, chunk: int = 1 << 20, *, key: str = "input") -> 
     path = Path(path)
     h = hashlib.sha256()
     if not path.exists():
-        raise InputError(f"not found (the {key})", path=path)
+        raise InputError(f"not found ({key})", path=path)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     if not files:
-        raise InputError(f"an empty folder (the {key})", path=path)
+        raise InputError(f"an empty folder ({key})", path=path)
     for p in files:
         h.update(str(p.relative_to(path) if path.is_dir() else p.name).encode())
         with p.open("rb") as f:
