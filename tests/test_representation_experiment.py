@@ -30,6 +30,7 @@ def test_only_oracle_variants_read_the_oracle_survey() -> None:
         "survey.source=files",
         "survey.files.instrument=/o/instrument.yaml",
         "survey.files.respondents=/o/respondents.csv",
+        "survey.salt=synthetic-oracle",
     )
     assert variants["kto_oracle"] == ("weighting.enabled=false", *oracle)
     assert variants["dpo_oracle"] == ("loss.name=dpo", "weighting.enabled=false", *oracle)

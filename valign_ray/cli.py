@@ -6,9 +6,11 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from valign_ray.config_loader import ConfigError
+from valign_ray.errors import InputError
+from valign_ray.results import SummaryError
 
 STAGES = {  # subcommand -> pipeline stages (None: all)
     "run": None,
@@ -147,10 +149,16 @@ def _plan_memory_args(p: argparse.ArgumentParser) -> None:
     p.set_defaults(fn=_plan_memory)
 
 
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("WANDB_MODE", "offline")
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    parser = argparse.ArgumentParser(prog="valign", description=__doc__)
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (and the help to read), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="valign", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("run", "prepare", "train", "sweep"):
         p = sub.add_parser(name, help=HELP[name])
@@ -171,11 +179,36 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.set_defaults(fn=_design)
     _plan_memory_args(sub.add_parser("plan-memory", help=HELP["plan-memory"]))
-    args = parser.parse_args(argv)
+    for p in sub.choices.values():  # also after the subcommand: valign run cfg.yaml --debug
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="")
+    return parser
+
+
+def error_line(exc: BaseException) -> str | None:
+    """The one line ``valign`` prints for an error in what the user gave it (a config, a file,
+    a folder), or None for an error that is ours (a bug: the traceback is the report)."""
+    if isinstance(exc, ConfigError):
+        return f"config error: {exc}"
+    if isinstance(exc, InputError | SummaryError):
+        return f"error: {exc}"
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"error: {exc.filename}: {exc.strerror or exc}"
+    if isinstance(exc, ValueError):  # our checks raise ValueError for bad values they are given
+        return f"error: {exc} (valign --debug ... shows where)"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    args = _parser().parse_args(argv)
     try:
         args.fn(args)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        line = error_line(exc)
+        if line is None or args.debug:
+            raise
+        print(" ".join(line.split()), file=sys.stderr)  # one line, whatever the message held
         return 2
     return 0
 

@@ -27,6 +27,7 @@ from valign_ray.config_loader import (
     load_yaml,
 )
 
+DEFAULT_SALT = "change-me"
 Factors = dict[Str, dict[Str, Float]]  # variable -> category -> factor (unlisted categories: 1)
 
 
@@ -65,7 +66,9 @@ class SurveyConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # source: synthetic
     files: FilesConfig = field(default_factory=FilesConfig)  # source: files
     polis_dir: Str = "data/polis/scoop-hivemind.biodiversity"  # any Polis export folder
-    salt: Str = "change-me"  # pseudonymisation salt; keep it secret in production
+    # Pseudonymisation salt; keep it secret. Left at the default, VALIGN_SALT is used when set;
+    # collected survey files (source: files) refuse the default (see survey_salt).
+    salt: Str = DEFAULT_SALT
     strict: Bool = False  # fail on the first bad row instead of quarantining
 
 
@@ -257,6 +260,28 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     cfg = from_dict(PipelineConfig, data)
     get_method(cfg.loss.name).check(cfg)  # an unknown method, or one the config cannot run
     return cfg
+
+
+def survey_salt(survey: SurveyConfig) -> str:
+    """The pseudonymisation salt: ``survey.salt`` when set, else ``$VALIGN_SALT``, else the
+    default, which only public (Polis) and synthetic data may use: with a known salt the
+    pseudonyms of a collected survey's respondents could be re-derived from their ids."""
+    import os
+
+    from valign_ray.config_loader import ConfigError
+
+    if survey.salt != DEFAULT_SALT:
+        return survey.salt
+    salt = os.environ.get("VALIGN_SALT", "")
+    if salt:
+        return salt
+    if survey.source == "files":
+        raise ConfigError(
+            f"survey.salt is the default {DEFAULT_SALT!r}, which does not protect collected "
+            "survey files: set a secret salt with the environment variable VALIGN_SALT "
+            "(export VALIGN_SALT=...) or survey.salt in the config (--set survey.salt=...)"
+        )
+    return DEFAULT_SALT
 
 
 def public_config_dict(cfg: PipelineConfig) -> dict:

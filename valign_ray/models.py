@@ -8,13 +8,16 @@ production model.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from valign_ray.config import TinyConfig
+from valign_ray.errors import InputError, read_utf8
 
 PAD, BOS, EOS = "<|pad|>", "<|bos|>", "<|eos|>"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 def load_tokenizer(path: str | Path) -> Any:
@@ -29,14 +32,52 @@ def load_tokenizer(path: str | Path) -> Any:
     return tok
 
 
+def check_model_folder(path: str | Path) -> None:
+    """Refuse, naming the folder and file, what :func:`load_model` cannot load safely: a
+    missing folder, no or unreadable ``config.json``, an architecture this transformers does
+    not know, or weights only in pickle files (``pytorch_model.bin``: unpickling runs code)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError("model folder not found (model.path)", path=path)
+    config = path / "config.json"
+    if not config.is_file():
+        raise InputError("no config.json: not a Hugging Face model folder", path=path)
+    try:
+        model_type = json.loads(read_utf8(config, "config.json")).get("model_type")
+    except (json.JSONDecodeError, AttributeError):
+        raise InputError("not a JSON object with a model_type", path=config) from None
+    if model_type not in CONFIG_MAPPING_NAMES:
+        raise InputError(
+            f"model_type {model_type!r} is not an architecture this transformers knows",
+            path=config,
+        )
+    if not any(path.glob("*.safetensors")):
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        what = f"only pickle weights {pickles}" if pickles else "no *.safetensors weights"
+        raise InputError(
+            f"{what}; valign loads safetensors only (pickle files can run code when loaded): "
+            "convert them, e.g. model.save_pretrained(folder, safe_serialization=True)",
+            path=path,
+        )
+
+
 def load_model(path: str | Path, *, dtype: str = "float32") -> Any:
-    """Causal LM from a local folder (a full model, or a base model saved with a LoRA merge)."""
+    """Causal LM from a local folder (a full model, or a base model saved with a LoRA merge);
+    weights load from safetensors only (see :func:`check_model_folder`)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(
-        str(path), local_files_only=True, dtype=getattr(torch, dtype)
-    )
+    check_model_folder(path)
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            str(path), local_files_only=True, dtype=getattr(torch, dtype), use_safetensors=True
+        )
+    except (OSError, ValueError) as exc:  # e.g. a config that is not a causal LM's
+        raise InputError(
+            f"cannot load a causal LM: {str(exc).splitlines()[0]}", path=path
+        ) from None
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path) -> Any:

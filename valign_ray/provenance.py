@@ -29,13 +29,18 @@ PACKAGES = (
 )
 
 
-def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes, or of a folder's files (names and bytes, sorted)."""
+def file_hash(path: str | Path, chunk: int = 1 << 20, *, key: str = "input") -> str:
+    """sha256 of a file's bytes, or of a folder's files (names and bytes, sorted); a missing
+    or empty input is an InputError naming the path and ``key`` (the config key that gave it)."""
+    from valign_ray.errors import InputError
+
     path = Path(path)
     h = hashlib.sha256()
+    if not path.exists():
+        raise InputError(f"not found ({key})", path=path)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     if not files:
-        raise ValueError(f"{path}: nothing to fingerprint (missing or empty)")
+        raise InputError(f"an empty folder ({key})", path=path)
     for p in files:
         h.update(str(p.relative_to(path) if path.is_dir() else p.name).encode())
         with p.open("rb") as f:

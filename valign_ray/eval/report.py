@@ -95,7 +95,9 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ValueError(f"run directory {run_dir} does not exist")
+        from valign_ray.errors import InputError
+
+        raise InputError("run directory not found", path=run_dir)
     cfg = load_run_config(run_dir)
     path = run_dir / "summary.json"
     name = cfg.name if cfg else run_dir.name

@@ -39,7 +39,9 @@ COMPARISONS = [
 def representation_variants(base: PipelineConfig, oracle_files: dict[str, Path]) -> list[Variant]:
     """The trained variants; the ``*_oracle`` ones read the simple-random-sample survey files
     (:func:`~valign_ray.eval.representation_runs.write_oracle_survey`)."""
-    oracle = ("survey.source=files", *(f"survey.files.{k}={v}" for k, v in oracle_files.items()))
+    # Synthetic files: the salt need not be secret, but collected files refuse the default one.
+    files = (f"survey.files.{k}={v}" for k, v in oracle_files.items())
+    oracle = ("survey.source=files", *files, "survey.salt=synthetic-oracle")
     return [
         Variant(name, (*extra, *(oracle if name.endswith("_oracle") else ())))
         for name, extra in runs.variant_overrides(base).items()

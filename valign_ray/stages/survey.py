@@ -31,6 +31,7 @@ def _save_tables(ctx: StageContext, tables: dict[str, pl.DataFrame]) -> None:
 
 def run_survey(ctx: StageContext) -> SurveyResult:
     """Get the survey as files (generating the synthetic one), then ingest them for real."""
+    from valign_ray.config import survey_salt
     from valign_ray.survey.ingest import ingest_survey
     from valign_ray.survey.instrument import load_instrument
 
@@ -47,7 +48,7 @@ def run_survey(ctx: StageContext) -> SurveyResult:
         paths[1],
         paths[2],
         quarantine_dir=ctx.layout.survey_dir,
-        salt=cfg.salt,
+        salt=survey_salt(cfg),
         strict=cfg.strict,
     )
     print(result.format_counts(), flush=True)
@@ -88,11 +89,14 @@ def _write_synthetic(ctx: StageContext) -> tuple[Path, Path, Path]:
 
 
 def _import_polis(ctx: StageContext) -> SurveyResult:
+    from valign_ray.config import survey_salt
     from valign_ray.survey.polis import import_polis
 
-    imported = import_polis(ctx.cfg.survey.polis_dir, salt=ctx.cfg.survey.salt)
+    imported = import_polis(ctx.cfg.survey.polis_dir, salt=survey_salt(ctx.cfg.survey))
     write_text_atomic(ctx.layout.polis_report, json.dumps(imported.report, indent=2, default=str))
     print(f"Polis import: {json.dumps(imported.report, default=str)[:400]}", flush=True)
+    for warning in imported.report["warnings"]:
+        print(f"warning: {warning}", flush=True)
     _save_tables(
         ctx,
         dict(
@@ -107,11 +111,12 @@ def _import_polis(ctx: StageContext) -> SurveyResult:
 
 def survey_inputs(ctx: StageContext) -> dict[str, Any]:
     """The survey section (the salt only as a hash) and the content of the input files."""
+    from valign_ray.config import survey_salt
     from valign_ray.config_loader import to_dict
 
     cfg = ctx.cfg
     section = to_dict(cfg.survey)
-    section["salt"] = hashlib.sha256(cfg.survey.salt.encode()).hexdigest()[:16]
+    section["salt"] = hashlib.sha256(survey_salt(cfg.survey).encode()).hexdigest()[:16]
     files: dict[str, str] = {}
     if cfg.survey.source == "files":
         files = {f"survey.files.{k}": getattr(cfg.survey.files, k) for k in TABLES[:2]}
@@ -121,7 +126,7 @@ def survey_inputs(ctx: StageContext) -> dict[str, Any]:
     else:  # the generator draws demographics from the margins
         files = {"weighting.margins": cfg.weighting.margins}
         section["variables"] = list(cfg.weighting.variables)
-    hashes = {k: file_hash(v) for k, v in files.items()}
+    hashes = {k: file_hash(v, key=k) for k, v in files.items()}
     ctx.input_files.update(hashes)
     return {"survey": section, "files": hashes}
 
@@ -231,7 +236,8 @@ def weights_inputs(ctx: StageContext) -> dict[str, Any]:
 
     w = ctx.cfg.weighting
     raking = w.enabled and w.scheme == "raking"
-    hashes = {"weighting.margins": file_hash(w.margins)} if raking else {}
+    margins = {"weighting.margins": file_hash(w.margins, key="weighting.margins")}
+    hashes = margins if raking else {}
     ctx.input_files.update(hashes)
     return {"weighting": to_dict(w), "files": hashes}
 

@@ -118,7 +118,7 @@ def _model_inputs(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg.model
     if cfg.path is None:  # built from the survey text (the survey stage is upstream)
         return {"tiny": to_dict(cfg.tiny)}
-    ctx.input_files["model.path"] = file_hash(cfg.path)
+    ctx.input_files["model.path"] = file_hash(cfg.path, key="model.path")
     return {"path": ctx.input_files["model.path"]}
 
 

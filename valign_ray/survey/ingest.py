@@ -31,6 +31,7 @@ from typing import Any
 
 import polars as pl
 
+from valign_ray.errors import InputError
 from valign_ray.survey.instrument import Instrument
 from valign_ray.survey.row_checks import (
     META_COLUMNS,
@@ -76,10 +77,10 @@ def pseudonymise(raw_ids: list[str], salt: str) -> dict[str, str]:
     two raw ids (odds about n^2 / 2^65) is an error rather than a silent merge.
     """
     if not salt:
-        raise ValueError("salt must be a non-empty string: unsalted hashes of ids are reversible")
+        raise InputError("salt must be a non-empty string: unsalted hashes of ids are reversible")
     mapping = {r: hashlib.sha256((salt + r).encode("utf-8")).hexdigest()[:16] for r in raw_ids}
     if len(set(mapping.values())) != len(mapping):
-        raise ValueError("two respondent ids hash to the same pseudonym: use another salt")
+        raise InputError("two respondent ids hash to the same pseudonym: use another salt")
     return mapping
 
 
@@ -164,21 +165,23 @@ _FINE: Problem = (None, None, None)
 
 def _read(path: Path, allowed: list[str], required: list[str]) -> pl.DataFrame:
     suffix = path.suffix.lower()
+    if suffix not in (".csv", ".jsonl", ".ndjson", ".parquet"):
+        raise InputError(f"unknown format {suffix!r}; use .csv, .parquet or .jsonl", path=path)
+    if not path.is_file():
+        raise InputError("survey file not found" if not path.exists() else "not a file", path=path)
     if suffix == ".csv":
         records, columns = _read_csv(path)
     elif suffix in (".jsonl", ".ndjson"):
         records, columns = _read_jsonl(path, allowed)
-    elif suffix == ".parquet":
-        records, columns = _read_parquet(path)
     else:
-        raise ValueError(f"{path}: unknown format {suffix!r}; use .csv, .parquet or .jsonl")
+        records, columns = _read_parquet(path)
     unknown = [c for c in columns if c not in allowed]
     if unknown:
-        raise ValueError(f"{path}: unknown columns {unknown}; valid columns: {allowed}")
+        raise InputError(f"{path}: unknown columns {unknown}; valid columns: {allowed}")
     # A JSONL row without a required key is one bad row; a table without the column is bad.
     missing = [c for c in required if c not in columns]
     if missing and suffix not in (".jsonl", ".ndjson"):
-        raise ValueError(f"{path}: missing columns {missing}")
+        raise InputError(f"{path}: missing columns {missing}")
     columns = [c for c in allowed if c in columns or c in required]
     schema = dict.fromkeys(columns, pl.String) | {"_row": pl.Int64}
     schema |= dict.fromkeys(META_COLUMNS[1:], pl.String)
@@ -194,11 +197,11 @@ def _read_csv(path: Path) -> tuple[list[Record], list[str]]:
     try:
         header = next(reader)
     except StopIteration:
-        raise ValueError(f"{path}: empty file, no CSV header") from None
+        raise InputError(f"{path}: empty file, no CSV header") from None
     except csv.Error as e:
-        raise ValueError(f"{path}: unreadable CSV header ({e})") from e
+        raise InputError(f"{path}: unreadable CSV header ({e})") from e
     if any(_SURROGATE.search(h) for h in header) or len(set(header)) != len(header):
-        raise ValueError(f"{path}: the header has bytes that are not UTF-8, or repeated names")
+        raise InputError(f"{path}: the header has bytes that are not UTF-8, or repeated names")
     records: list[Record] = []
     row = 0
     while True:
@@ -256,10 +259,14 @@ def _read_jsonl(path: Path, allowed: list[str]) -> tuple[list[Record], list[str]
 
 
 def _read_parquet(path: Path) -> tuple[list[Record], list[str]]:
-    df = pl.read_parquet(path)
+    try:
+        df = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        what = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"not a readable Parquet file ({what})", path=path) from None
     for name, dtype in df.schema.items():
         if not (dtype == pl.String or dtype == pl.Null or dtype.is_numeric()):
-            raise ValueError(f"{path}: column {name!r} has type {dtype}; need text or numbers")
+            raise InputError(f"{path}: column {name!r} has type {dtype}; need text or numbers")
     # Empty text counts as missing, as it must in CSV.
     text = {c: pl.col(c).cast(pl.String) for c in df.columns}
     df = df.select(pl.when(e != "").then(e).alias(c) for c, e in text.items())

@@ -26,6 +26,7 @@ from typing import Any
 import polars as pl
 import yaml
 
+from valign_ray.errors import InputError, read_utf8
 from valign_ray.survey.tables import CANDIDATE_COLUMNS, ITEM_COLUMNS, ITEM_KINDS, polars_schema
 
 # Answer kinds each item kind accepts (tables.py: prompts are rated or compared, statements
@@ -179,14 +180,19 @@ class Instrument:
 def load_instrument(path: str | Path) -> Instrument:
     """Read an instrument YAML file; every problem is a ValueError naming the file and field."""
     path = Path(path)
+    text = read_utf8(path, "instrument file")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a readable YAML file: {e}") from e
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise InputError(f"not valid YAML: {_one_line(e)}", path=path) from None
     try:
         return _parse(raw)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from e
+    except (ValueError, TypeError, AttributeError) as e:  # TypeError: e.g. an unhashable id
+        raise InputError(str(e), path=path) from None
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def save_instrument(inst: Instrument, path: str | Path) -> None:

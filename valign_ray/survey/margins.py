@@ -12,8 +12,11 @@ Loaded margins are a plain ``dict[variable, dict[category, share]]``, the input 
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
+
+from valign_ray.errors import InputError, read_utf8
 
 MARGIN_COLUMNS = ("variable", "category", "share", "year", "source")
 SUM_TOLERANCE = 1e-6
@@ -34,8 +37,18 @@ def load_margins(path: str | Path) -> Margins:
             to 1 within 1e-6.
     """
     path = Path(path)
+    text = read_utf8(path, "margins file")
+    try:
+        return _parse_margins(path, text)
+    except InputError:
+        raise
+    except (ValueError, csv.Error) as exc:  # every message already names the file
+        raise InputError(str(exc)) from None
+
+
+def _parse_margins(path: Path, text: str) -> Margins:
     margins: Margins = {}
-    with path.open(newline="", encoding="utf-8") as handle:
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames
         if header is None:

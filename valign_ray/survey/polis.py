@@ -32,6 +32,8 @@ from typing import Any
 
 import polars as pl
 
+from valign_ray.errors import InputError
+from valign_ray.survey.polis_read import matrix_shortfall, read_polis_csv
 from valign_ray.survey.tables import (
     ANSWER_COLUMNS,
     CANDIDATE_COLUMNS,
@@ -73,17 +75,6 @@ def pseudonymise(raw_id: str, salt: str) -> str:
     return hashlib.sha256((salt + raw_id).encode("utf-8")).hexdigest()[:16]
 
 
-def _read_csv(path: Path, required: tuple[str, ...]) -> pl.DataFrame:
-    # Everything is read as text: Polis ids are opaque and group ids must stay "0", not 0.0.
-    if not path.is_file():
-        raise ValueError(f"{path}: file not found (a Polis export needs it)")
-    frame = pl.read_csv(path, infer_schema_length=0)
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; found {frame.columns}")
-    return frame
-
-
 def _to_int(
     frame: pl.DataFrame, column: str, path: Path, *, id_col: str | None = None
 ) -> pl.Series:
@@ -93,14 +84,14 @@ def _to_int(
     if bad.any():
         row = int(bad.arg_true()[0])
         where = f"{id_col}={frame[id_col][row]}" if id_col else f"data row {row + 1}"
-        raise ValueError(
+        raise InputError(
             f"{path}: {where}, column {column!r}: not an integer: {frame[column][row]!r}"
         )
     return cast
 
 
 def _read_comments(path: Path) -> pl.DataFrame:
-    raw = _read_csv(path, COMMENTS_COLUMNS)
+    raw = read_polis_csv(path, COMMENTS_COLUMNS, rows="statements")
     comments = pl.DataFrame(
         {
             "comment_id": _to_int(raw, "comment-id", path),
@@ -110,19 +101,19 @@ def _read_comments(path: Path) -> pl.DataFrame:
     )
     if comments["comment_id"].null_count():
         row = int(comments["comment_id"].is_null().arg_true()[0])
-        raise ValueError(f"{path}: data row {row + 1}: blank 'comment-id'")
+        raise InputError(f"{path}: data row {row + 1}: blank 'comment-id'")
     dup = comments.filter(pl.col("comment_id").is_duplicated())["comment_id"].unique().to_list()
     if dup:
-        raise ValueError(f"{path}: duplicated comment-id(s) {sorted(dup)[:10]}")
+        raise InputError(f"{path}: duplicated comment-id(s) {sorted(dup)[:10]}")
     bad_mod = comments.filter(~pl.col("moderated").is_in([-1, 0, 1]).fill_null(False))
     if bad_mod.height:
         row = bad_mod.row(0, named=True)
-        raise ValueError(
+        raise InputError(
             f"{path}: comment-id={row['comment_id']}: moderated={row['moderated']}, not -1/0/1"
         )
     no_text = comments.filter((pl.col("moderated") >= 0) & pl.col("text").is_null())
     if no_text.height:
-        raise ValueError(f"{path}: comment-id={no_text['comment_id'][0]}: empty 'comment-body'")
+        raise InputError(f"{path}: comment-id={no_text['comment_id'][0]}: empty 'comment-body'")
     return comments
 
 
@@ -130,7 +121,7 @@ def _check_votes(votes: pl.DataFrame, path: Path) -> None:
     bad = votes.filter(~pl.col("vote").is_in(list(POLIS_TO_LIKERT)))
     if bad.height:
         row = bad.row(0, named=True)
-        raise ValueError(
+        raise InputError(
             f"{path}: participant {row['participant']}, comment-id {row['comment_id']}: "
             f"vote {row['vote']} is not -1/0/1"
         )
@@ -157,7 +148,7 @@ def _votes_from_matrix(raw: pl.DataFrame, path: Path) -> pl.DataFrame:
 
 def _votes_from_log(path: Path) -> tuple[pl.DataFrame, int]:
     """Latest vote per (participant, comment) from votes.csv, and the superseded row count."""
-    raw = _read_csv(path, VOTES_COLUMNS)
+    raw = read_polis_csv(path, VOTES_COLUMNS, rows="votes")
     log = pl.DataFrame(
         {
             "timestamp": _to_int(raw, "timestamp", path),
@@ -169,7 +160,7 @@ def _votes_from_log(path: Path) -> tuple[pl.DataFrame, int]:
     for col in ("timestamp", "participant", "comment_id", "vote"):
         if log[col].null_count():
             row = int(log[col].is_null().arg_true()[0])
-            raise ValueError(f"{path}: data row {row + 1}: blank {col!r}")
+            raise InputError(f"{path}: data row {row + 1}: blank {col!r}")
     _check_votes(log, path)
     # Stable sort: among equal timestamps the later row of the log wins.
     latest = (
@@ -204,7 +195,7 @@ def _cross_check(
     bad = joined.filter(pl.col("vote").ne_missing(pl.col("vote_m")))
     if bad.height:
         rows = bad.head(5).to_dicts()
-        raise ValueError(
+        raise InputError(
             f"{log_path} and {matrix_path} disagree on {bad.height} of {joined.height} "
             f"(participant, comment) cells, e.g. {rows} (vote = latest in the log, vote_m = matrix)"
         )
@@ -225,8 +216,10 @@ def import_polis(export_dir: str | Path, *, salt: str) -> PolisImport:
     counted in ``report["votes"]["excluded"]`` by reason, as are superseded revotes.
     """
     if not salt:
-        raise ValueError("salt: must be a non-empty secret (Polis ids are small integers)")
+        raise InputError("salt: must be a non-empty secret (Polis ids are small integers)")
     export_dir = Path(export_dir)
+    if not export_dir.is_dir():
+        raise InputError("Polis export folder not found", path=export_dir)
     comments = _read_comments(export_dir / "comments.csv")
     matrix_path = export_dir / "participants-votes.csv"
     matrix_raw = _read_participants(matrix_path)
@@ -234,6 +227,10 @@ def import_polis(export_dir: str | Path, *, salt: str) -> PolisImport:
         matrix_raw, matrix_path, export_dir / "votes.csv"
     )
     kept_votes, excluded = _votes_on_kept_statements(votes, comments, superseded)
+    shortfall = {}
+    if source == "participants-votes.csv":  # without the log, count what the matrix lacks
+        kept_ids = comments.filter(pl.col("moderated") >= 0)["comment_id"]
+        shortfall = matrix_shortfall(matrix_raw, votes, kept_ids, matrix_path)
     people, not_in_matrix = _people(matrix_raw, votes, salt, export_dir)
     respondents = people.select("respondent_id", "group")
     items = _items(comments)
@@ -247,6 +244,8 @@ def import_polis(export_dir: str | Path, *, salt: str) -> PolisImport:
             "kept": answers.height,
             "excluded": excluded,
         },
+        "matrix_shortfall": shortfall,
+        "warnings": [shortfall["warning"]] if shortfall.get("warning") else [],
         "participants": _participant_counts(respondents, not_in_matrix),
         "cross_check": cross_check,
     }
@@ -261,14 +260,15 @@ def import_polis(export_dir: str | Path, *, salt: str) -> PolisImport:
 
 def _read_participants(matrix_path: Path) -> pl.DataFrame:
     """``participants-votes.csv`` as text, with participant and group ids stripped."""
-    matrix_raw = _read_csv(matrix_path, PARTICIPANTS_COLUMNS).with_columns(
-        pl.col("participant").str.strip_chars(), pl.col("group-id").str.strip_chars()
-    )
+    matrix_raw = read_polis_csv(
+        matrix_path, PARTICIPANTS_COLUMNS, rows="participants"
+    ).with_columns(pl.col("participant").str.strip_chars(), pl.col("group-id").str.strip_chars())
     if matrix_raw["participant"].null_count():
-        raise ValueError(f"{matrix_path}: blank 'participant' in a data row")
+        row = int(matrix_raw["participant"].is_null().arg_true()[0])
+        raise InputError(f"{matrix_path}: data row {row + 1}: blank 'participant'")
     dup = matrix_raw.filter(pl.col("participant").is_duplicated())["participant"].unique()
     if dup.len():
-        raise ValueError(f"{matrix_path}: duplicated participant(s) {dup.head(10).to_list()}")
+        raise InputError(f"{matrix_path}: duplicated participant(s) {dup.head(10).to_list()}")
     return matrix_raw
 
 
@@ -325,7 +325,7 @@ def _people(
         .alias("respondent_id"),
     )
     if people["respondent_id"].is_duplicated().any():
-        raise ValueError(f"{export_dir}: two participants share a pseudonym; change the salt")
+        raise InputError(f"{export_dir}: two participants share a pseudonym; change the salt")
     return people, extra
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import polars as pl
 
+from valign_ray.errors import InputError
 from valign_ray.survey.instrument import ANSWER_KINDS_FOR_ITEM, Instrument
 from valign_ray.survey.tables import ANSWER_KINDS
 
@@ -182,7 +183,7 @@ def judge_rows(df: pl.DataFrame, checks: list[Check], path: Path, strict: bool) 
         bad = df.filter(pl.col("_reason").is_not_null()).sort("_row")
         if bad.height:
             row, reason, field, message = bad.select(META_COLUMNS).row(0)
-            raise ValueError(f"{path} row {row}, field {field!r}: {reason}: {message}")
+            raise InputError(f"{reason}: {message}", path=path, row=row, field=field)
     return df
 
 
