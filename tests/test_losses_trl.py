@@ -3,8 +3,9 @@
 TRL builds the batch (tokenisation, KL pairs, padding); TRL computes its loss with
 ``trainer.compute_loss``. We then cut TRL's rows back into (prompt ids, completion ids) using
 its ``completion_mask``, re-collate them with our ``logprobs.collate``, score them with our
-``logprobs.completion_logps`` (a plain forward + log_softmax, where TRL uses a fused chunked
-LM head) and feed our losses. Same model objects, same token ids, unweighted (all weights 1).
+``logprobs.completion_logps`` (the LM head on completion positions in checkpointed chunks;
+TRL has its own fused chunked head) and feed our losses. Same model objects, same token ids,
+unweighted (all weights 1).
 
 What TRL does, read from ``trl/trainer/kto_trainer.py`` and ``dpo_trainer.py`` (1.16):
 - KTO mismatched pairs: completions are rotated by +1 within each batch of

@@ -161,3 +161,18 @@ def test_activation_checkpointing_key_keeps_gradients(lora, tiny_model_dir):
         model(input_ids=ids, labels=ids).loss.backward()
         grads.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
+
+
+def test_logits_are_one_head_chunk_not_every_position() -> None:
+    """Qwen2.5-0.5B's shape (V 151,936, h 896), bf16, 8 x 1024 tokens: one chunk of 1,024
+    positions x V x (2 + 4 + 8) bytes = 2,178,154,496, plus 8,192 x 896 x 2 = 14,680,064 for
+    the hidden states kept; every position at once would be 8x the first term (17.4 GB)."""
+    from valign_ray.memory_activations import logits_bytes
+
+    shape = ModelShape(
+        name="q", hidden_size=896, intermediate_size=4864, num_layers=24, num_heads=14,
+        num_kv_heads=2, vocab_size=151_936, tie_word_embeddings=True, attention_bias=True,
+    )  # fmt: skip
+    assert logits_bytes(shape, 8 * 1024, "bf16") == 1024 * 151_936 * 14 + 8192 * 896 * 2
+    assert 1024 * 151_936 * 14 == 2_178_154_496 and 8192 * 896 * 2 == 14_680_064
+    assert logits_bytes(shape, 10, "fp32") == 10 * 151_936 * 16 + 10 * 896 * 4  # under a chunk

@@ -116,6 +116,34 @@ def test_toy_method_trains_under_local_context(toy_local) -> None:
     assert toy_local[-1]["nll"] < toy_local[0]["nll"]  # it learns the desirable completions
 
 
+def test_training_steps_on_the_chat_formatted_prompt(
+    toy_rows, tiny_model_dir, local_process_group, tmp_path
+) -> None:
+    """A model whose tokenizer has a chat template trains on the templated prompt: one step
+    from that folder = one step from the plain folder (same weights) on prompts formatted by
+    hand (a step that ignored the template would score the shorter bare prompts)."""
+    import shutil
+    from dataclasses import replace
+
+    from valign_ray.models import load_tokenizer
+    from valign_ray.train.logprobs import format_prompt
+
+    rows, cfg = toy_rows
+    cfg = replace(cfg, train=replace(cfg.train, max_steps=1))
+    chat_dir = tmp_path / "chat"
+    shutil.copytree(tiny_model_dir, chat_dir)
+    tok = load_tokenizer(chat_dir)
+    tok.chat_template = "{% for m in messages %}<{{ m['content'] }}>{% endfor %} A:"
+    tok.save_pretrained(str(chat_dir))
+    by_hand = rows.with_columns(pl.col("prompt").map_elements(lambda p: f"<{p}> A:"))
+    assert by_hand["prompt"][0] == format_prompt(load_tokenizer(chat_dir), rows["prompt"][0])
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    chat = train_locally(cfg, rows, chat_dir, tmp_path / "a")[0]
+    hand = train_locally(cfg, by_hand, tiny_model_dir, tmp_path / "b")[0]
+    assert chat["loss"] == pytest.approx(hand["loss"], rel=1e-6)
+    assert chat["tokens"] == hand["tokens"]
+
+
 @pytest.mark.ray
 def test_toy_method_on_ray_follows_the_local_trajectory(
     ray_session, toy_rows, toy_local, tiny_model_dir, tmp_path

@@ -79,7 +79,9 @@ def test_scoring_runs_in_eval_mode_without_grad_and_restores_mode(
 ) -> None:
     model, tok, _ = tiny
     seen: list[tuple[bool, bool]] = []
-    handle = model.register_forward_hook(
+    # Scoring runs the decoder, then the LM head on completion positions only (not the
+    # model's own forward): watch the decoder.
+    handle = model.get_decoder().register_forward_hook(
         lambda mod, args, out: seen.append((mod.training, torch.is_grad_enabled()))
     )
     model.train()

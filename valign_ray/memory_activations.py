@@ -14,9 +14,11 @@ With activation checkpointing (``model.gradient_checkpointing_enable()``) only e
 input (``b h`` per token) is kept, and one block's activations exist again while it is
 recomputed in the backward pass.
 
-The LM head is the largest single term at a 152k vocabulary: the logits (``b V`` per token)
-are kept by the caller, :func:`~valign_ray.train.logprobs.token_logps` keeps the fp32
-log-softmax (``4 V``), and its backward holds two fp32 ``V``-wide gradients at once (``8 V``).
+The LM head would be the largest single term at a 152k vocabulary, ``V`` wide per token:
+its logits (``b V``), their fp32 log-softmax (``4 V``) and, in the backward, two fp32 ``V``-wide
+gradients at once (``8 V``). :func:`~valign_ray.train.logprobs.completion_logps` runs the head
+on completion positions only, ``HEAD_CHUNK`` at a time, each chunk checkpointed: that peak
+exists for one chunk, and only the gathered hidden states (``b h`` per token) are kept.
 """
 
 from __future__ import annotations
@@ -50,8 +52,13 @@ def activation_bytes(shape: ModelShape, tokens: int, precision: str, checkpointi
 
 
 def logits_bytes(shape: ModelShape, tokens: int, precision: str) -> int:
-    """Peak bytes of the LM head's output and the log-softmax over it (forward and backward)."""
-    return tokens * shape.vocab_size * (_act_bytes(precision) + 4 + 8)
+    """Peak bytes of the LM head's output and the log-softmax over it (forward and backward):
+    one chunk of at most ``HEAD_CHUNK`` positions, plus the hidden states kept for the chunks'
+    recomputation (``tokens`` is an upper bound on the completion positions)."""
+    from valign_ray.train.logprobs import HEAD_CHUNK
+
+    b = _act_bytes(precision)
+    return min(tokens, HEAD_CHUNK) * shape.vocab_size * (b + 4 + 8) + tokens * shape.hidden_size * b
 
 
 def zero_buffer_bytes(shape: ModelShape, zero_stage: int, precision: str) -> int:

@@ -123,8 +123,11 @@ def _model_inputs(ctx: StageContext) -> dict[str, Any]:
 
 
 def reference_key(ctx: StageContext, rows: pl.DataFrame) -> str:
-    """Keyed on the texts scored, not on weights or groups: weighted and unweighted runs (and
-    every sweep trial) share one entry."""
+    """Keyed on the texts scored and how prompts are formatted (the tokenizer's chat template),
+    not on weights or groups: weighted and unweighted runs (and every sweep trial) share one
+    entry."""
+    from valign_ray.models import load_tokenizer
+    from valign_ray.train.logprobs import prompt_format_id
     from valign_ray.train.reference import cache_key, frame_fingerprint, model_fingerprint
 
     method = get_method(ctx.cfg.loss.name)
@@ -134,6 +137,7 @@ def reference_key(ctx: StageContext, rows: pl.DataFrame) -> str:
         frame_fingerprint(rows.select(texts)),
         method.name,
         ctx.cfg.data.max_length,
+        prompt_format=prompt_format_id(load_tokenizer(base_model_path(ctx))),
     )
 
 

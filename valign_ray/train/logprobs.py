@@ -3,16 +3,29 @@
 Prompt and completion are tokenised separately and concatenated, so a completion's tokens do not
 depend on the prompt it is paired with (byte-level BPE can merge across a boundary otherwise);
 that is what lets the KTO reference point score a completion after a *mismatched* prompt.
+
+Every prompt passes through :func:`format_prompt` first: an instruct model's tokenizer carries
+a chat template, and the model was tuned to answer a user turn in that format, not bare text.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
+
+# Completion positions scored per LM-head call: bounds the fp32 logits alive at once to
+# HEAD_CHUNK x vocab (about 0.6 GB for a 151k vocabulary) instead of batch x length x vocab.
+HEAD_CHUNK = 1024
+# Causal LMs whose logits are exactly ``lm_head(decoder(...).last_hidden_state)``: no logit
+# soft-capping (Gemma 2), scale (Cohere) or divisor (Granite) after the head, which the
+# completion-only path would skip. Others take the full forward.
+HEAD_ON_COMPLETION_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 
 @dataclass(frozen=True)
@@ -27,15 +40,45 @@ class Encoded:
         return len(self.prompt_ids) + len(self.completion_ids)
 
 
+def format_prompt(tokenizer: Any, prompt: str) -> str:
+    """The text a completion is scored after: ``prompt`` as one user turn of the tokenizer's
+    chat template, ending in the assistant's header (``add_generation_prompt``), when the
+    tokenizer has a template; the plain prompt otherwise (base models, the tiny test models).
+
+    Training, the reference cache and evaluation all tokenise prompts through this one function,
+    so what the loss moved is what evaluation measures. A template that writes its own BOS
+    (Llama 3's ``{{ bos_token }}``) gets no second one: prompts are tokenised with
+    ``add_special_tokens=False``.
+    """
+    if getattr(tokenizer, "chat_template", None) is None:
+        return prompt
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
+
+
+def prompt_format_id(tokenizer: Any) -> str:
+    """``"plain"``, or ``"chat-"`` + a hash of the chat template: what changes the prompt text,
+    for cache keys (a template may live in ``chat_template.jinja``, outside the hashed weights
+    and JSON files)."""
+    template = getattr(tokenizer, "chat_template", None)
+    if template is None:
+        return "plain"
+    raw = json.dumps(template, sort_keys=True).encode()  # a str, or a dict of named templates
+    return "chat-" + hashlib.sha256(raw).hexdigest()[:16]
+
+
 def encode_pair(
     tokenizer: Any, prompt: str, completion: str, *, max_length: int, add_eos: bool = True
 ) -> Encoded:
     """Tokenise one pair; over-long examples lose prompt tokens from the left, never completion.
 
-    The completion is what the loss scores, so it is kept whole (up to ``max_length - 1``) and
-    the prompt is cut from its start, as chat models keep the latest turn.
+    The prompt goes through :func:`format_prompt`. The completion is what the loss scores, so
+    it is kept whole (up to ``max_length - 1``) and the prompt is cut from its start, as chat
+    models keep the latest turn.
     """
-    p_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    text = format_prompt(tokenizer, prompt)
+    p_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     c_ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
     if add_eos and tokenizer.eos_token_id is not None:
         c_ids.append(int(tokenizer.eos_token_id))
@@ -76,16 +119,93 @@ def token_logps(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
     return torch.gather(logp, 2, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
 
 
-def completion_logps(
+def decoder_and_head(model: Any) -> tuple[Any, Any] | None:
+    """(decoder, LM head) of a causal LM, seen through a DeepSpeed engine (``.module``) and a
+    PEFT wrapper (``get_base_model``); None where the logits are not just the head applied to
+    the decoder's output (see ``HEAD_ON_COMPLETION_TYPES``) or a prompt-learning adapter
+    changes the inputs."""
+    import torch
+
+    inner = model
+    while isinstance(getattr(inner, "module", None), torch.nn.Module):  # DeepSpeed, DDP
+        inner = inner.module
+    if getattr(getattr(inner, "active_peft_config", None), "is_prompt_learning", False):
+        return None
+    if hasattr(inner, "get_base_model"):  # PEFT: the transformers model, adapters injected
+        inner = inner.get_base_model()
+    model_type = getattr(getattr(inner, "config", None), "model_type", None)
+    if model_type not in HEAD_ON_COMPLETION_TYPES:
+        return None
+    decoder, head = inner.get_decoder(), inner.get_output_embeddings()
+    if decoder is None or head is None or decoder is inner:
+        return None
+    return decoder, head
+
+
+def _head_logps(head: Any, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) from hidden states [N, H]: the head's logits in fp32, minus logsumexp."""
+    import torch
+
+    logits = head(hidden).float()
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+
+
+def chunked_head_logps(
+    head: Any, hidden: torch.Tensor, targets: torch.Tensor, chunk: int = HEAD_CHUNK
+) -> torch.Tensor:
+    """:func:`_head_logps` over ``chunk`` rows at a time. Under autograd each chunk is
+    checkpointed: backward recomputes its logits rather than keeping them, so the fp32 logits
+    alive at once are one chunk's, in the forward and in the backward."""
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    parts = []
+    for start in range(0, hidden.shape[0], chunk):
+        h, t = hidden[start : start + chunk], targets[start : start + chunk]
+        if torch.is_grad_enabled() and h.requires_grad:
+            parts.append(checkpoint(_head_logps, head, h, t, use_reentrant=False))
+        else:
+            parts.append(_head_logps(head, h, t))
+    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+
+
+def full_completion_logps(
     model: Any, batch: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probability of each completion and its token count, both shape [B].
-
-    Sums (not means) are what KTO and DPO use; divide by the count for a length-normalised score.
-    """
-    device = next(model.parameters()).device  # GPU training and inference: move the batch
+    """:func:`completion_logps` through the model's whole forward: logits at every position,
+    [B, T, vocab] in fp32 for the log-softmax. The fallback, and the reference the
+    completion-only path is tested against."""
+    device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in batch.items()}
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     per_token = token_logps(logits, batch["input_ids"])
     mask = batch["completion_mask"][:, 1:].to(per_token.dtype)
     return (per_token * mask).sum(-1), mask.sum(-1)
+
+
+def completion_logps(
+    model: Any, batch: dict[str, torch.Tensor], *, chunk: int = HEAD_CHUNK
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probability of each completion and its token count, both shape [B].
+
+    Sums (not means) are what KTO and DPO use; divide by the count for a length-normalised score.
+    The LM head runs only where a completion token is predicted, ``chunk`` positions at a time
+    (:func:`chunked_head_logps`): no [B, T, vocab] logits. Models without a plain decoder + head
+    (:func:`decoder_and_head` is None) take the full forward and :func:`token_logps`.
+    """
+    import torch
+
+    parts = decoder_and_head(model)
+    if parts is None:
+        return full_completion_logps(model, batch)
+    decoder, head = parts
+    device = next(model.parameters()).device  # GPU training and inference: move the batch
+    batch = {k: v.to(device) for k, v in batch.items()}
+    ids, mask = batch["input_ids"], batch["completion_mask"][:, 1:]
+    hidden = decoder(
+        input_ids=ids, attention_mask=batch["attention_mask"], use_cache=False
+    ).last_hidden_state
+    rows, cols = mask.nonzero(as_tuple=True)  # hidden state at t predicts token t + 1
+    logps = chunked_head_logps(head, hidden[rows, cols], ids[rows, cols + 1], chunk)
+    sums = torch.zeros(ids.shape[0], dtype=logps.dtype, device=device).index_add(0, rows, logps)
+    return sums, mask.sum(-1).to(logps.dtype)

@@ -86,9 +86,19 @@ def frame_fingerprint(rows: pl.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
-def cache_key(model_fp: str, data_fp: str, loss_name: str, max_length: int) -> str:
-    """Key of a reference cache entry: model, data, and every tokenisation setting."""
-    settings = {"loss": loss_name, "max_length": max_length, "eos": True, "v": 1}
+def cache_key(
+    model_fp: str, data_fp: str, loss_name: str, max_length: int, *, prompt_format: str
+) -> str:
+    """Key of a reference cache entry: model, data, and every tokenisation setting, the prompt
+    format included (:func:`~valign_ray.train.logprobs.prompt_format_id`: plain, or which chat
+    template)."""
+    settings = {
+        "loss": loss_name,
+        "max_length": max_length,
+        "eos": True,
+        "prompt": prompt_format,
+        "v": 1,
+    }
     raw = json.dumps([model_fp, data_fp, settings], sort_keys=True).encode()
     return hashlib.sha256(raw).hexdigest()[:20]
 
