@@ -142,12 +142,13 @@ def wait_for(check, what: str, node: Node, timeout: float = 180.0) -> None:
     raise TimeoutError(f"{what} not ready after {timeout:.0f} s\n{node.log.read_text()[-3000:]}")
 
 
-def _alive_nodes(dashboard: str) -> int:
+def _nodes(dashboard: str) -> list[dict]:
     status, body = _get(f"{dashboard}/api/v0/nodes?detail=false", auth_headers())
-    if status != 200:
-        return 0
-    rows = json.loads(body)["data"]["result"]["result"]
-    return sum(1 for row in rows if row.get("state") == "ALIVE")
+    return json.loads(body)["data"]["result"]["result"] if status == 200 else []
+
+
+def _alive_nodes(dashboard: str) -> int:
+    return sum(1 for row in _nodes(dashboard) if row.get("state") == "ALIVE")
 
 
 def _node_args(taken: set[int], num_cpus: int, resources: dict, temp_dir: Path) -> list[str]:
@@ -169,7 +170,9 @@ def _node_args(taken: set[int], num_cpus: int, resources: dict, temp_dir: Path) 
 
 
 def start_cluster(log_dir: Path) -> Cluster:
-    """Two nodes on this machine, 2 CPUs each; a short temp dir (Unix socket paths are short)."""
+    """Two nodes on this machine, 2 CPUs each. Each node has a temp dir of its own, as on two
+    machines: with one shared, the second node unpacked a job's working_dir over the folder the
+    driver was running in (which then failed to load libtorch). Short paths: Unix sockets."""
     temp_dir = Path(tempfile.mkdtemp(prefix="vr12-"))
     taken: set[int] = set()
     gcs, dash = free_port(6420, 6499, taken), free_port(8290, 8399, taken)
@@ -180,15 +183,17 @@ def start_cluster(log_dir: Path) -> Cluster:
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dash}",
         f"--ray-client-server-port={client}",
-        *_node_args(taken, 2, {"node_a": 1, "trainslot": 1}, temp_dir),
+        *_node_args(taken, 2, {"node_a": 1, "trainslot": 1}, temp_dir / "a"),
     ]
     head = start_node(head_args, log_dir, "head")
     dashboard = f"http://127.0.0.1:{dash}"
     try:
         wait_for(lambda: _get(f"{dashboard}/api/jobs/", auth_headers())[0] == 200, "head", head)
+        wait_for(lambda: _alive_nodes(dashboard) == 1, "head node", head)
+        # The GCS listens on the address the head chose for itself (it may not be 127.0.0.1).
         worker_args = [
-            f"--address=127.0.0.1:{gcs}",
-            *_node_args(taken, 2, {"node_b": 1, "trainslot": 1}, temp_dir),
+            f"--address={_nodes(dashboard)[0]['node_ip']}:{gcs}",
+            *_node_args(taken, 2, {"node_b": 1, "trainslot": 1}, temp_dir / "b"),
         ]
         worker = start_node(worker_args, log_dir, "worker")
         try:
@@ -198,5 +203,6 @@ def start_cluster(log_dir: Path) -> Cluster:
             raise
     except BaseException:
         head.stop()
+        shutil.rmtree(temp_dir, ignore_errors=True)
         raise
     return Cluster(head, worker, dashboard, temp_dir)
