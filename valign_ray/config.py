@@ -162,6 +162,7 @@ class LossConfig:
 class TrainConfig:
     num_workers: Int = Field(2, ge=1)  # Ray Train workers (data-parallel ranks)
     use_gpu: Bool = False  # one GPU per worker
+    resources_per_worker: dict[Str, NonNegative] | None = None  # Ray resources; null: CPU 1
     batch_size: Int = Field(8, ge=1)  # per worker, per micro-step
     grad_accum: Int = Field(1, ge=1)  # micro-steps per optimizer step
     epochs: Int = Field(1, ge=1)  # passes over the training rows

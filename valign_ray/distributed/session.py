@@ -27,7 +27,12 @@ def init_ray(cfg: RayConfig) -> None:
     joining = cfg.address not in (None, "local") or (
         cfg.address is None and "RAY_ADDRESS" in os.environ
     )
-    kwargs: dict = {"runtime_env": {"env_vars": WORKER_ENV}, "log_to_driver": True}
+    env_vars = dict(WORKER_ENV)
+    if joining and (cfg.address or os.environ.get("RAY_ADDRESS")):
+        # Ray Train's own actors look the cluster up by RAY_ADDRESS, else they pick among all
+        # the Ray instances on the machine and fail when there are several ("Found multiple").
+        env_vars["RAY_ADDRESS"] = cfg.address or os.environ["RAY_ADDRESS"]
+    kwargs: dict = {"runtime_env": {"env_vars": env_vars}, "log_to_driver": True}
     if not joining and cfg.num_cpus is not None:
         kwargs["num_cpus"] = cfg.num_cpus
     ray.init(address=cfg.address, **kwargs)

@@ -15,6 +15,7 @@ import torch
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from valign_ray.config import TrainConfig
 from valign_ray.train.worker import TrainJob, run_training
 
 
@@ -58,11 +59,32 @@ def _quiet_ray_train_logs() -> None:
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
+def say_where() -> str:
+    """Print (and return) the node this rank landed on: train.resources_per_worker places them."""
+    ctx = ray.train.get_context()
+    node = ray.get_runtime_context().get_node_id()
+    print(
+        f"[train] worker {ctx.get_world_rank()}/{ctx.get_world_size()} on node {node}", flush=True
+    )
+    return node
+
+
 def _train_fn(config: dict[str, Any]) -> None:
     _quiet_ray_train_logs()
+    say_where()
     shard = ray.train.get_dataset_shard("train")
     table = pa.concat_tables(list(shard.iter_batches(batch_format="pyarrow", batch_size=8192)))
     run_training(config["job"], RayTrainContext(), pl.from_arrow(table))
+
+
+def scaling_config(tcfg: TrainConfig) -> ScalingConfig:
+    """Workers and what each reserves: ``train.resources_per_worker`` (e.g. a custom resource
+    that each node has once, to put one worker per node) or Ray's default, one CPU (one GPU with
+    ``use_gpu``)."""
+    resources = dict(tcfg.resources_per_worker) if tcfg.resources_per_worker else None
+    return ScalingConfig(
+        num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu, resources_per_worker=resources
+    )
 
 
 def fit(
@@ -84,7 +106,7 @@ def fit(
     trainer = TorchTrainer(
         _train_fn,
         train_loop_config={"job": job},
-        scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu),
+        scaling_config=scaling_config(tcfg),
         datasets={"train": ray.data.from_arrow(rows.to_arrow())},
         dataset_config=DataConfig(datasets_to_split=[]),
         run_config=RunConfig(
