@@ -31,6 +31,11 @@ def test_shipped_sweep_files_load() -> None:
     dpo = load_sweep(REPO / "configs/sweep_dpo.yaml", ["train.epochs=1", "sweep.num_samples=3"])
     assert dpo.pipeline.loss.name == "dpo" and dpo.pipeline.train.epochs == 1
     assert dpo.sweep.num_samples == 3
+    # The DPO file's ASHA section is valid as shipped; KTO's loss is on the swept beta's scale.
+    asha = load_sweep(REPO / "configs/sweep_dpo.yaml", ["sweep.scheduler=asha"]).sweep.asha
+    assert (asha.metric, asha.grace_period, asha.max_t) == ("rewards/accuracy", 2, 16)
+    with pytest.raises(ConfigError, match="on the scale of loss.beta"):
+        load_sweep(REPO / "configs/sweep_kto.yaml", ["sweep.scheduler=asha"])
 
 
 @pytest.mark.parametrize(

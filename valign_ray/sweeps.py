@@ -9,7 +9,14 @@ A sweep file has two sections: ``sweep`` (:class:`SweepConfig`) and ``pipeline``
 :class:`~valign_ray.config.PipelineConfig` keys). Both are loaded strictly: a typo is an error.
 Which ``loss.*`` keys may be swept is the method's (``Method.sweepable``).
 
-Outputs under ``<run_dir>/sweep/``: ``results.csv`` (every trial, best first), ``best.json``
+The objective (``sweep.metric``) is any number a trial reports (``OBJECTIVES``). With
+``sweep.scheduler: asha`` Tune stops weak trials early on a training metric reported mid-run
+(``TRAINING_METRICS``; see :class:`AshaConfig`). An interrupted sweep resumes with
+:func:`resume_sweep` (``valign sweep --resume <run_dir>/sweep``) from the ``sweep.yaml`` stored
+there: finished trials are kept.
+
+Outputs under ``<run_dir>/sweep/``: ``results.csv`` and ``results.md`` (every trial, best
+first), ``objective.png`` (:mod:`valign_ray.sweep_summary`), ``best.json``
 (the best point, its metrics and model folder, the base model's scores), ``trials/<id>/`` (Ray
 Train checkpoints with the ``hf_model/`` export, ``train_metrics.jsonl``) and ``tune-<time>/``
 (Tune's experiment; each trial folder holds its offline W&B run: upload them with
