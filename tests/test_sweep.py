@@ -189,6 +189,7 @@ def test_wandb_runs_are_grouped_by_sweep_name() -> None:
     spec = load_sweep(REPO / "configs/sweep_kto.yaml")
     (callback,) = wandb_callbacks(spec.pipeline)
     assert (callback.group, callback.project) == ("sweep-kto", "valign-ray-sweep")
+    assert callback._upload_timeout == 30  # offline: Ctrl+C must not wait 30 min for uploads
     off = trial_config(spec.pipeline, {"wandb.enabled": False})
     assert wandb_callbacks(off) == []
 

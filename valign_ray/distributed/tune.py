@@ -4,7 +4,9 @@ and one trial per point.
 It is handed the prepared inputs (scored rows, held-out pairs, base model) and never prepares
 them itself. Ray Train V2 cannot be wrapped with ``Tuner(trainer)``, so a trial is a function
 that calls :func:`valign_ray.distributed.trainer.fit` with Tune's ``TuneReportCallback`` and then
-reports the held-out metrics itself.
+reports the held-out metrics itself. The callback forwards every training report, so Tune's
+``training_iteration`` counts them: that is the clock ASHA stops trials on. A sweep resumes
+with ``Tuner.restore`` on its experiment folder.
 """
 
 from __future__ import annotations
@@ -84,6 +86,10 @@ def wandb_callbacks(cfg: PipelineConfig) -> list[Any]:
             mode=cfg.wandb.mode,
             group=cfg.name,  # the sweep's runs side by side
             excludes=["model_dir", "checkpoint_path"],
+            # At the sweep's end Tune waits this long for each trial's run to finish. A trial
+            # cut by Ctrl+C never tells its run to finish, so the default (1,800 s) held an
+            # interrupted sweep for half an hour (seen); offline runs have nothing to upload.
+            upload_timeout=30 if cfg.wandb.mode == "offline" else 600,
         )
     ]
 
