@@ -183,6 +183,34 @@ def test_stored_sweep_reloads_and_resume_checks_it(tmp_path: Path) -> None:
         resume_sweep(sweep_dir)
 
 
+def test_trial_status_and_an_interrupted_summary(tmp_path: Path) -> None:
+    """A trial is ok when it reported its evaluation (model_dir), error when it raised, and
+    otherwise stopped (by ASHA) or, when the sweep was interrupted, unfinished. An interrupted
+    sweep writes its partial summary and no best.json."""
+    from types import SimpleNamespace
+
+    from valign_ray.distributed.tune import TuneOutcome, _record
+    from valign_ray.sweeps import _summarise
+
+    def result(metrics, error=None, name="t"):
+        return SimpleNamespace(
+            metrics=metrics, error=error, config={"loss.beta": 0.1}, path=f"/x/{name}"
+        )
+
+    done = result({"trial_id": "a", "model_dir": "/m", "eval_preference_accuracy": 0.6})
+    assert _record(done, ["loss.beta"], False)["status"] == "ok"
+    assert _record(result({}, RuntimeError("x")), [], False)["status"] == "error"
+    assert _record(result({"loss": 0.3}), [], False)["status"] == "stopped"
+    cut = _record(result({"loss": 0.3}, name="b"), ["loss.beta"], True)
+    assert (cut["status"], cut["trial_id"]) == ("unfinished", "b")
+    spec = load_sweep(REPO / "configs/sweep_kto.yaml")
+    records = [_record(done, ["loss.beta"], True), cut]
+    out = _summarise(spec.sweep, tmp_path, TuneOutcome(records, tmp_path / "tune-x", True), {})
+    assert out["interrupted"] and not (tmp_path / "best.json").exists()
+    assert pl.read_csv(tmp_path / "results.csv")["status"].to_list() == ["ok", "unfinished"]
+    assert (tmp_path / "objective.png").exists() and (tmp_path / "results.md").exists()
+
+
 def test_wandb_runs_are_grouped_by_sweep_name() -> None:
     from valign_ray.distributed.tune import wandb_callbacks
 
