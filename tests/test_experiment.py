@@ -164,7 +164,10 @@ def test_a_real_experiment_then_a_rerun_that_skips(ray_session, tmp_path: Path) 
         Variant("unweighted", ("weighting.enabled=false",)),
         Variant("weighted", ("weighting.enabled=true", "wandb.enabled=true")),
     ]
-    broken = Variant("broken", ("survey.source=files", "survey.files.instrument=/nonexistent.yaml"))
+    broken = Variant(
+        "broken",
+        ("survey.source=files", "survey.salt=test", "survey.files.instrument=/nonexistent.yaml"),
+    )
     table = run_experiment(
         SMOKE, [*variants, broken], [0], output_dir=exp, name="grp-7f3a", base_overrides=base
     )

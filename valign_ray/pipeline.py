@@ -79,6 +79,7 @@ def _run_stages(cfg: PipelineConfig, names: tuple[str, ...]) -> tuple[StageConte
     )
     earlier = _recorded(layout)
     ctx = StageContext(cfg=cfg, layout=layout)
+    summary = RunSummary(name=cfg.name, run_dir=str(layout.run_dir))
     wall: dict[str, float] = {}
     skipped = []
     t0 = time.perf_counter()
@@ -89,17 +90,18 @@ def _run_stages(cfg: PipelineConfig, names: tuple[str, ...]) -> tuple[StageConte
             skipped.append(stage.name)
             seconds = earlier.wall_s.get(stage.name, 0.0) if earlier else 0.0
         wall[stage.name] = seconds
-    wall["total"] = round(time.perf_counter() - t0, 2)
-    summary = RunSummary(
-        name=cfg.name,
-        run_dir=str(layout.run_dir),
-        results={**(earlier.results if earlier else {}), **ctx.results},
-        wall_s={**(earlier.wall_s if earlier else {}), **wall},
-        fingerprints={**(earlier.fingerprints if earlier else {}), **ctx.fingerprints},
-        manifest=manifest(ctx.input_files),
-        skipped=skipped,
-    )
-    summary.save(layout.summary)
+        wall["total"] = round(time.perf_counter() - t0, 2)
+        # Saved after every stage: a run killed later resumes after its last finished stage.
+        summary = RunSummary(
+            name=cfg.name,
+            run_dir=str(layout.run_dir),
+            results={**(earlier.results if earlier else {}), **ctx.results},
+            wall_s={**(earlier.wall_s if earlier else {}), **wall},
+            fingerprints={**(earlier.fingerprints if earlier else {}), **ctx.fingerprints},
+            manifest=manifest(ctx.input_files),
+            skipped=skipped,
+        )
+        summary.save(layout.summary)
     return ctx, summary
 
 

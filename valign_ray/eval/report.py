@@ -54,10 +54,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from valign_ray.eval import plots
+from valign_ray.eval.report_constitution import constitution_section
 from valign_ray.eval.report_inputs import (
     eval_group_table,
     flatten_scalars,
@@ -82,7 +82,6 @@ from valign_ray.results import RunSummary
 RESERVED_EVAL_KEYS = ("groups", "representation")
 # Plotted side by side when every model has them (the table shows every numeric metric).
 HEADLINE_METRICS = ("preference_accuracy", "margin", "A_population", "worst_group", "spread")
-TOP_PRINCIPLES = 15
 
 
 def write_report(run_dir: Path) -> dict[str, Path]:
@@ -125,7 +124,7 @@ def build_sections(run_dir: Path, cfg: Any, summary: RunSummary) -> list[Section
         _data_section(run_dir, summary),
         _curves_section(run_dir / "train_metrics.jsonl"),
         _eval_section(summary),
-        _constitution_section(run_dir / "constitution.yaml"),
+        constitution_section(run_dir / "constitution.yaml"),
     ]
 
 
@@ -349,49 +348,6 @@ def _group_blocks(key: str, title: str, table: pl.DataFrame, worst: dict[str, st
     caption = f"{title} (worst group in red); error bars: interval [lo, hi] where given"
     headers = ["model", "group", "estimate", "lo", "hi"]
     return [Table(key, title, headers, table.select(cols).rows()), _plot(key, caption, fig)]
-
-
-def _constitution_section(path: Path) -> Section:
-    sec = Section("Constitution")
-    if not path.exists():
-        sec.blocks.append(_missing(path.name))
-        return sec
-    import yaml
-
-    doc = yaml.safe_load(path.read_text()) or {}
-    principles = doc.get("principles")
-    if not isinstance(principles, list):
-        raise ValueError(f"{path}: expected a 'principles' list")
-    for i, p in enumerate(principles):
-        if not isinstance(p, dict) or any(k not in p for k in ("id", "text", "support")):
-            raise ValueError(f"{path}: principles[{i}] needs 'id', 'text' and 'support'")
-    groups = [
-        str(g)
-        for g in doc.get("groups") or dict.fromkeys(g for p in principles for g in p["support"])
-    ]
-    threshold = f"at least {doc['threshold']:.0%} " if "threshold" in doc else ""
-    sec.blocks.append(
-        f"{len(principles)} principle(s) with {threshold}support in every group of "
-        f"{doc.get('group_col', 'the grouping column')}: {', '.join(groups)}."
-    )
-    if not principles:
-        return sec
-    top = principles[:TOP_PRINCIPLES]
-    rows = [
-        [p.get("rank", i + 1), p["id"], " ".join(str(p["text"]).split())]
-        + [p.get("consensus"), min(p["support"].values()), p.get("overall_support")]
-        for i, p in enumerate(top)
-    ]
-    cols = ["rank", "id", "principle", "consensus", "min group support", "overall support"]
-    sec.blocks.append(Table("constitution", "Top principles", cols, rows))
-    try:
-        support = np.array([[float(p["support"][g]) for g in groups] for p in top])
-    except KeyError as err:
-        raise ValueError(f"{path}: a principle has no support for group {err}") from err
-    labels = [f"{p.get('rank', i + 1)}. {p['id']}" for i, p in enumerate(top)]
-    fig = plots.support_heatmap(labels, groups, support)
-    sec.blocks.append(_plot("constitution_support", "Support per principle and group", fig))
-    return sec
 
 
 def _plot(key: str, caption: str, fig: Any) -> Plot:

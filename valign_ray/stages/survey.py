@@ -235,9 +235,8 @@ def weights_inputs(ctx: StageContext) -> dict[str, Any]:
     from valign_ray.config_loader import to_dict
 
     w = ctx.cfg.weighting
-    raking = w.enabled and w.scheme == "raking"
-    margins = {"weighting.margins": file_hash(w.margins, key="weighting.margins")}
-    hashes = margins if raking else {}
+    raking = w.enabled and w.scheme == "raking"  # only raking reads the margins file
+    hashes = {"weighting.margins": file_hash(w.margins, key="weighting.margins")} if raking else {}
     ctx.input_files.update(hashes)
     return {"weighting": to_dict(w), "files": hashes}
 
