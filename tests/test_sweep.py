@@ -184,9 +184,9 @@ def test_stored_sweep_reloads_and_resume_checks_it(tmp_path: Path) -> None:
 
 
 def test_trial_status_and_an_interrupted_summary(tmp_path: Path) -> None:
-    """A trial is ok when it reported its evaluation (model_dir), error when it raised, and
-    otherwise stopped (by ASHA) or, when the sweep was interrupted, unfinished. An interrupted
-    sweep writes its partial summary and no best.json."""
+    """A trial is ok when it reported its evaluation (model_dir), error when it raised,
+    stopped when ASHA ended it (Tune marks that last result done) and otherwise unfinished (cut
+    by Ctrl+C). An interrupted sweep writes its partial summary and no best.json."""
     from types import SimpleNamespace
 
     from valign_ray.distributed.tune import TuneOutcome, _record
@@ -198,13 +198,13 @@ def test_trial_status_and_an_interrupted_summary(tmp_path: Path) -> None:
         )
 
     done = result({"trial_id": "a", "model_dir": "/m", "eval_preference_accuracy": 0.6})
-    assert _record(done, ["loss.beta"], False)["status"] == "ok"
-    assert _record(result({}, RuntimeError("x")), [], False)["status"] == "error"
-    assert _record(result({"loss": 0.3}), [], False)["status"] == "stopped"
-    cut = _record(result({"loss": 0.3}, name="b"), ["loss.beta"], True)
+    assert _record(done, ["loss.beta"])["status"] == "ok"
+    assert _record(result({}, RuntimeError("x")), [])["status"] == "error"
+    assert _record(result({"loss": 0.3, "done": True}), [])["status"] == "stopped"
+    cut = _record(result({"loss": 0.3, "done": False}, name="b"), ["loss.beta"])
     assert (cut["status"], cut["trial_id"]) == ("unfinished", "b")
     spec = load_sweep(REPO / "configs/sweep_kto.yaml")
-    records = [_record(done, ["loss.beta"], True), cut]
+    records = [_record(done, ["loss.beta"]), cut]
     out = _summarise(spec.sweep, tmp_path, TuneOutcome(records, tmp_path / "tune-x", True), {})
     assert out["interrupted"] and not (tmp_path / "best.json").exists()
     assert pl.read_csv(tmp_path / "results.csv")["status"].to_list() == ["ok", "unfinished"]

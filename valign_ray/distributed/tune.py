@@ -11,6 +11,7 @@ with ``Tuner.restore`` on its experiment folder.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -215,21 +216,24 @@ def run_tune(
             ),
         )
     grid = tuner.fit()
-    interrupted = grid.num_terminated + grid.num_errors < len(grid)
-    records = [_record(res, list(sweep.space), interrupted) for res in grid]
+    records = [_record(res, list(sweep.space)) for res in grid]
+    # Ctrl+C: Tune stops the running trials (TERMINATED, like finished ones) and never creates
+    # the rest of the grid; the state saved at the signal still has them to run.
+    expected = sweep.num_samples * math.prod(len(s.grid) for s in sweep.space.values() if s.grid)
+    interrupted = len(records) < expected or any(r["status"] == "unfinished" for r in records)
     return TuneOutcome(records, experiment_dir, interrupted)
 
 
-def _record(res: Any, keys: list[str], interrupted: bool) -> dict[str, Any]:
+def _record(res: Any, keys: list[str]) -> dict[str, Any]:
     """One trial's row: its last report, its point, and its status: ok (evaluated), error,
-    stopped (by ASHA before its evaluation) or unfinished (the sweep was interrupted)."""
+    stopped (ASHA's STOP marks the last result ``done``) or unfinished (cut by Ctrl+C)."""
     metrics = res.metrics or {}
     if res.error is not None:
         status = "error"
     elif "model_dir" in metrics:
         status = "ok"
     else:
-        status = "unfinished" if interrupted else "stopped"
+        status = "stopped" if metrics.get("done") else "unfinished"
     return {
         **metrics,
         **{k: res.config.get(k) for k in keys},
