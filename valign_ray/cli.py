@@ -31,8 +31,8 @@ HELP = {
 }
 
 
-def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="YAML config under configs/")
+def _config_args(p: argparse.ArgumentParser, *, optional: bool = False) -> None:
+    p.add_argument("config", nargs="?" if optional else None, help="YAML config under configs/")
     p.add_argument("--output-dir", help="parent folder of the run directory (overrides output_dir)")
     p.add_argument("--name", help="run directory name (overrides name)")
     p.add_argument(
@@ -57,8 +57,17 @@ def _run(args: argparse.Namespace) -> Any:
 
 
 def _sweep(args: argparse.Namespace) -> Any:
-    from valign_ray.sweeps import run_sweep
+    from valign_ray.sweeps import resume_sweep, run_sweep
 
+    if args.resume:
+        if args.config is None and (_overrides(args) or args.num_samples):
+            raise ConfigError("sweep --resume: --set / --num-samples need the CONFIG they change")
+        overrides = _overrides(args)
+        if args.num_samples:
+            overrides.append(f"sweep.num_samples={args.num_samples}")
+        return resume_sweep(args.resume, args.config, overrides)
+    if args.config is None:
+        raise ConfigError("sweep: give a sweep CONFIG, or --resume SWEEP_DIR")
     return run_sweep(args.config, _overrides(args), num_samples=args.num_samples)
 
 
@@ -162,10 +171,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("run", "prepare", "train", "sweep"):
         p = sub.add_parser(name, help=HELP[name])
-        _config_args(p)
+        _config_args(p, optional=name == "sweep")
         p.set_defaults(fn=_sweep if name == "sweep" else _run)
         if name == "sweep":
             p.add_argument("--num-samples", type=int, help="trials (overrides sweep.num_samples)")
+            p.add_argument(
+                "--resume",
+                metavar="SWEEP_DIR",
+                help="resume the sweep in SWEEP_DIR (<run_dir>/sweep): finished trials are kept",
+            )
     p = sub.add_parser("report", help=HELP["report"])
     p.add_argument("run_dir", help="a run directory (output_dir/name)")
     p.set_defaults(fn=_report)

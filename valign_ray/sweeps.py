@@ -9,7 +9,14 @@ A sweep file has two sections: ``sweep`` (:class:`SweepConfig`) and ``pipeline``
 :class:`~valign_ray.config.PipelineConfig` keys). Both are loaded strictly: a typo is an error.
 Which ``loss.*`` keys may be swept is the method's (``Method.sweepable``).
 
-Outputs under ``<run_dir>/sweep/``: ``results.csv`` (every trial, best first), ``best.json``
+The objective (``sweep.metric``) is any number a trial reports (``OBJECTIVES``). With
+``sweep.scheduler: asha`` Tune stops weak trials early on a training metric reported mid-run
+(``TRAINING_METRICS``; see :class:`AshaConfig`). An interrupted sweep resumes with
+:func:`resume_sweep` (``valign sweep --resume <run_dir>/sweep``) from the ``sweep.yaml`` stored
+there: finished trials are kept.
+
+Outputs under ``<run_dir>/sweep/``: ``results.csv`` and ``results.md`` (every trial, best
+first), ``objective.png`` (:mod:`valign_ray.sweep_summary`), ``best.json``
 (the best point, its metrics and model folder, the base model's scores), ``trials/<id>/`` (Ray
 Train checkpoints with the ``hf_model/`` export, ``train_metrics.jsonl``) and ``tune-<time>/``
 (Tune's experiment; each trial folder holds its offline W&B run: upload them with
@@ -24,7 +31,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal
 
-import polars as pl
+import yaml
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
@@ -40,9 +47,19 @@ from valign_ray.config_loader import (
     to_dict,
 )
 from valign_ray.methods import get_method
+from valign_ray.sweep_summary import EVAL_METRICS, LOSS_COLUMNS, format_table, rank_trials
 
-EVAL_METRICS = ("eval_preference_accuracy", "eval_margin")
-LOSS_COLUMNS = ("beta", "lambda_d", "lambda_u")  # the resolved numbers every trial reports
+# The objectives a sweep can rank by, each with the direction that is better: what a trial
+# reports after training (sweep_summary.EVAL_METRICS, all higher-is-better) and its final loss.
+OBJECTIVES = {**dict.fromkeys(EVAL_METRICS, "max"), "loss": "min"}
+# What the training loop reports every train.report_every steps, which ASHA compares mid-run.
+TRAINING_METRICS = {"loss": "min", "rewards/margin": "max", "rewards/accuracy": "max"}
+# rewards/accuracy (DPO: the share of pairs whose implicit reward ranks the chosen one first)
+# is a sign, not a size: the same scale whatever beta. The loss and margins scale with beta
+# and the lambdas, so comparing them across trials that sweep loss.* ranks the settings, not
+# the progress.
+SCALE_FREE = ("rewards/accuracy",)
+SWEEP_FILE = "sweep.yaml"  # the sweep's own config, stored in its folder for --resume
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -55,13 +72,29 @@ class ParamSpace:
 
 
 @dataclass(frozen=True, config=STRICT)
+class AshaConfig:
+    """ASHA (asynchronous successive halving) over Tune's ``training_iteration``, i.e. the
+    training reports (one per ``train.report_every`` steps and per checkpoint): at
+    grace_period x reduction_factor^k reports a trial goes on only if its ``metric`` is in the
+    best 1/reduction_factor of the trials that reached that rung."""
+
+    metric: str = "loss"  # a training metric (loss | rewards/margin | rewards/accuracy)
+    mode: Literal["max", "min"] = "min"  # loss: min; rewards/*: max
+    grace_period: Int = Field(1, ge=1)  # training reports before a trial can be stopped
+    reduction_factor: Float = Field(2.0, gt=1)  # each rung keeps the best 1/reduction_factor
+    max_t: Int = Field(100, ge=1)  # rungs lie below it; a trial that reaches it still finishes
+
+
+@dataclass(frozen=True, config=STRICT)
 class SweepConfig:
     space: dict[str, ParamSpace] = field(default_factory=dict)  # dotted pipeline key -> values
     num_samples: Int = Field(4, ge=1)  # trials drawn (times the size of any grid)
-    metric: Literal["eval_preference_accuracy", "eval_margin", "loss"] = "eval_preference_accuracy"
-    mode: Literal["max", "min"] = "max"
+    metric: str = "eval_preference_accuracy"  # the objective: a key of OBJECTIVES
+    mode: Literal["max", "min"] = "max"  # must be the objective's better direction
     max_concurrent_trials: Int = Field(1, ge=1)  # each trial holds 1 + train.num_workers CPUs
     seed: Int = Field(0, ge=0)  # seeds the random search: a sweep file draws the same points again
+    scheduler: Literal["none", "asha"] = "none"  # none: every trial trains to the end
+    asha: AshaConfig = field(default_factory=AshaConfig)  # read when scheduler is asha
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -90,7 +123,43 @@ def trial_config(base: PipelineConfig, point: dict[str, Any]) -> PipelineConfig:
     return from_dict(PipelineConfig, data)
 
 
+def _validate_objectives(sweep: SweepConfig) -> None:
+    """The objective is one a trial reports, ranked in its better direction; ASHA's metric is
+    one the training loop reports mid-run, comparable across the trials it stops."""
+    if sweep.metric not in OBJECTIVES:
+        raise ConfigError(
+            f"sweep.metric: '{sweep.metric}' is not reported by a trial; valid: "
+            + ", ".join(OBJECTIVES)
+        )
+    if sweep.mode != OBJECTIVES[sweep.metric]:
+        raise ConfigError(
+            f"sweep.mode: {sweep.metric} is better when "
+            f"{'higher' if OBJECTIVES[sweep.metric] == 'max' else 'lower'}; use mode "
+            f"{OBJECTIVES[sweep.metric]}"
+        )
+    if sweep.scheduler != "asha":
+        return
+    asha = sweep.asha
+    if asha.metric not in TRAINING_METRICS:
+        raise ConfigError(
+            f"sweep.asha.metric: '{asha.metric}' is not reported during training (held-out "
+            f"metrics come only at the end of a trial); valid: {', '.join(TRAINING_METRICS)}"
+        )
+    if asha.mode != TRAINING_METRICS[asha.metric]:
+        raise ConfigError(f"sweep.asha.mode: use {TRAINING_METRICS[asha.metric]} for {asha.metric}")
+    if asha.grace_period > asha.max_t:
+        raise ConfigError("sweep.asha.grace_period: must be <= sweep.asha.max_t")
+    swept_loss = [k for k in sweep.space if k.startswith("loss.")]
+    if swept_loss and asha.metric not in SCALE_FREE:
+        raise ConfigError(
+            f"sweep.asha.metric: {asha.metric} is on the scale of {', '.join(swept_loss)}, "
+            "which the sweep varies: ASHA would stop trials for their setting, not their "
+            f"progress; use {', '.join(SCALE_FREE)} (DPO) or sweep only train.* keys with ASHA"
+        )
+
+
 def _validate(sweep: SweepConfig, pipeline: PipelineConfig) -> None:
+    _validate_objectives(sweep)
     if not sweep.space:
         raise ConfigError("sweep.space: empty; name at least one key, e.g. loss.beta")
     method = get_method(pipeline.loss.name)
@@ -144,37 +213,12 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     return sweep_file
 
 
-def rank_trials(
-    records: list[dict[str, Any]], keys: list[str], metric: str, mode: str
-) -> pl.DataFrame:
-    """One row per trial, best first: ``trial_id``, ``status``, the swept keys, the resolved
-    loss numbers, the metrics, ``error``. Failed trials stay in the table (last), never dropped.
-    """
-    columns = ["trial_id", "status", *keys, *LOSS_COLUMNS, *EVAL_METRICS, "loss", "error"]
-    rows = [{c: rec.get(c) for c in columns} for rec in records]
-    schema = {c: pl.String if c in ("trial_id", "status", "error") else pl.Float64 for c in columns}
-    for row in rows:  # "auto" lambdas were resolved into LOSS_COLUMNS; keep the raw choice
-        for key in keys:
-            if isinstance(row[key], str):
-                schema[key] = pl.String
-    table = pl.DataFrame(rows, schema=schema, orient="row")
-    return table.sort(metric, descending=mode == "max", nulls_last=True, maintain_order=True)
-
-
-def _format_table(table: pl.DataFrame, metric: str) -> str:
-    def cell(v: Any) -> str:
-        if v is None:
-            return "-"
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    shown = [c for c in table.columns if c != "error" and table[c].null_count() < table.height]
-    shown = ["trial_id", *(c for c in shown if c != "trial_id")]
-    width = {c: max(len(c), *(len(cell(v)) for v in table[c])) for c in shown}
-    lines = [f"== sweep: {table.height} trials, best {metric} first =="]
-    lines.append("  ".join(c.rjust(width[c]) for c in shown))
-    for row in table.select(shown).iter_rows():
-        lines.append("  ".join(cell(v).rjust(width[c]) for c, v in zip(shown, row, strict=True)))
-    return "\n".join(lines)
+def _stored_form(spec: SweepFile) -> dict[str, Any]:
+    """The sweep file as stored for ``--resume``: plain data, ``output_dir`` made absolute so
+    the resumed sweep finds its run directory from any working directory."""
+    data = to_dict(spec)
+    data["pipeline"]["output_dir"] = str(Path(spec.pipeline.output_dir).resolve())
+    return data
 
 
 def run_sweep(
@@ -182,24 +226,59 @@ def run_sweep(
     overrides: list[str] | tuple[str, ...] = (),
     *,
     num_samples: int | None = None,
+    trial_hook: Any = None,
 ) -> dict[str, Any]:
-    """Prepare once, run the Tune sweep, write ``<run_dir>/sweep/results.csv`` and ``best.json``.
+    """Prepare once, run the Tune sweep, write the summary (``results.csv``, ``results.md``,
+    ``objective.png``) and ``best.json`` under ``<run_dir>/sweep/``.
 
     Returns ``best`` (trial id, point, metrics, model folder, ``--set`` overrides to rerun it),
     ``trials`` (the ranked table as dicts), the output paths, and the offline W&B run folders
-    (upload them later with ``wandb sync <folder>``).
+    (upload them later with ``wandb sync <folder>``). ``trial_hook(point)`` runs in each trial
+    before it trains (tests raise there to leave an errored trial to resume).
     """
+    if num_samples is not None:
+        overrides = [*overrides, f"sweep.num_samples={num_samples}"]
+    return _sweep(load_sweep(cfg_path, overrides), restore=None, trial_hook=trial_hook)
+
+
+def resume_sweep(
+    sweep_dir: str | Path,
+    cfg_path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    trial_hook: Any = None,
+) -> dict[str, Any]:
+    """Resume the sweep in ``sweep_dir`` (``<run_dir>/sweep``) with ``Tuner.restore``: finished
+    trials are kept, unfinished and errored ones run (again); then the summary as
+    :func:`run_sweep`. The config is the one stored there; a ``cfg_path`` given as well must
+    load to the same sweep."""
+    sweep_dir = Path(sweep_dir).resolve()
+    stored = sweep_dir / SWEEP_FILE
+    if not stored.is_file():
+        raise ConfigError(f"{sweep_dir}: no {SWEEP_FILE}; not a sweep folder (<run_dir>/sweep)")
+    spec = load_sweep(stored)
+    if cfg_path is not None and _stored_form(load_sweep(cfg_path, overrides)) != _stored_form(spec):
+        raise ConfigError(
+            f"{cfg_path}: differs from the sweep stored in {stored}; resume without CONFIG, "
+            "or start a new sweep"
+        )
+    if spec.pipeline.run_dir.resolve() / "sweep" != sweep_dir:
+        raise ConfigError(f"{stored}: its run directory is not {sweep_dir.parent} (moved?)")
+    experiments = sorted(p for p in sweep_dir.glob("tune-*") if p.is_dir())
+    if not experiments:
+        raise ConfigError(f"{sweep_dir}: no Tune experiment (tune-*) to resume")
+    return _sweep(spec, restore=experiments[-1], trial_hook=trial_hook)
+
+
+def _sweep(spec: SweepFile, *, restore: Path | None, trial_hook: Any) -> dict[str, Any]:
     from valign_ray.distributed.session import init_ray
     from valign_ray.distributed.tune import run_tune
     from valign_ray.eval.heldout import evaluate_model_dir
     from valign_ray.pipeline import prepare_training_inputs
 
-    if num_samples is not None:
-        overrides = [*overrides, f"sweep.num_samples={num_samples}"]
-    spec = load_sweep(cfg_path, overrides)
     sweep, cfg = spec.sweep, spec.pipeline
     init_ray(cfg.ray)
-    prepared = prepare_training_inputs(cfg)
+    prepared = prepare_training_inputs(cfg)  # stages done before are skipped by fingerprint
     if prepared.eval_pairs is None:
         raise ConfigError("pipeline.data.answers: sweeps evaluate held-out rating pairs")
     base_eval = evaluate_model_dir(
@@ -208,25 +287,49 @@ def run_sweep(
         max_length=cfg.data.max_length,
         batch_size=cfg.eval.batch_size,
     )
-    out = (prepared.layout.sweep_dir).resolve()
-    records, experiment_dir = run_tune(prepared, sweep, out, loss_columns=LOSS_COLUMNS)
+    out = prepared.layout.sweep_dir.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if restore is None:
+        (out / SWEEP_FILE).write_text(yaml.safe_dump(_stored_form(spec), sort_keys=False))
+    outcome = run_tune(
+        prepared,
+        sweep,
+        out,
+        loss_columns=LOSS_COLUMNS,
+        restore=restore,
+        trial_hook=trial_hook,
+    )
+    return _summarise(sweep, out, outcome, base_eval)
+
+
+def _summarise(sweep: SweepConfig, out: Path, outcome: Any, base_eval: dict) -> dict[str, Any]:
+    """The table, its CSV / Markdown / plot, and ``best.json``."""
+    from valign_ray.sweep_summary import write_summary
+
+    records, experiment_dir = outcome.records, outcome.experiment_dir
     keys = list(sweep.space)
     table = rank_trials(records, keys, sweep.metric, sweep.mode)
-    table.write_csv(out / "results.csv")
-    print(_format_table(table, sweep.metric), flush=True)
+    log_keys = tuple(k for k, s in sweep.space.items() if s.loguniform is not None)
+    paths = write_summary(
+        table, out, keys=keys, metric=sweep.metric, mode=sweep.mode, log_keys=log_keys
+    )
+    print(format_table(table, sweep.metric), flush=True)
+    outputs = {k: str(v) for k, v in paths.items()} | {"trials": table.to_dicts()}
+    if outcome.interrupted:
+        print(f"sweep interrupted; resume with: valign sweep --resume {out}", flush=True)
+        return {"interrupted": True, "experiment_path": str(experiment_dir), **outputs}
     best_id = table["trial_id"][0]
     best_rec = next(r for r in records if r["trial_id"] == best_id)
     best_value = best_rec.get(sweep.metric)
     if best_rec["status"] != "ok" or best_value is None or not math.isfinite(best_value):
         raise RuntimeError(f"no trial of the sweep finished; errors in {out / 'results.csv'}")
     wandb_dirs = sorted(str(p) for p in experiment_dir.glob("*/wandb/offline-run-*"))
+    reported = (*LOSS_COLUMNS, *EVAL_METRICS, "eval_n_pairs", "loss")
     best = {
         "trial_id": best_id,
         "point": {k: best_rec[k] for k in keys},
         "overrides": [f"{k}={best_rec[k]}" for k in keys],
-        "metrics": {
-            k: best_rec.get(k) for k in (*LOSS_COLUMNS, *EVAL_METRICS, "eval_n_pairs", "loss")
-        },
+        "metrics": {k: best_rec.get(k) for k in reported},
         "model_dir": best_rec["model_dir"],
     }
     report = {
@@ -235,16 +338,12 @@ def run_sweep(
         "best": best,
         "base_eval": base_eval,
         "n_trials": table.height,
-        "n_failed": int((table["status"] != "ok").sum()),
+        "n_failed": int((table["status"] == "error").sum()),
+        "n_stopped": int((table["status"] == "stopped").sum()),  # by ASHA
         "experiment_path": str(experiment_dir),
         "wandb_dirs": wandb_dirs,
         "wandb_sync": f"wandb sync {experiment_dir}/*/wandb/offline-run-*",
     }
     (out / "best.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"best {sweep.metric} {best['metrics'][sweep.metric]:.4f}: {' '.join(best['overrides'])}")
-    return {
-        **report,
-        "trials": table.to_dicts(),
-        "results_csv": str(out / "results.csv"),
-        "best_json": str(out / "best.json"),
-    }
+    print(f"best {sweep.metric} {best_value:.4f}: {' '.join(best['overrides'])}", flush=True)
+    return {**report, **outputs, "best_json": str(out / "best.json")}
