@@ -44,7 +44,7 @@ def _u(seed: int) -> float:
 
 def test_sample_next_by_hand():
     """probs [0.5, 0.3, 0.2] (logits = log probs, T = 1), top_p 0.7: tokens 0 and 1 are kept
-    (mass above them 0 and 0.5 < 0.7; above token 2: 0.8), cdf [0.5, 0.8]: token 0 iff
+    (mass above them 0 and 0.5 < 0.7; above token 2: 0.8), cdf [0.5, 0.8, 0.8]: token 0 iff
     u * 0.8 < 0.5, i.e. u < 0.625. Greedy is the argmax; top_p 1 keeps all three."""
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]])).repeat(6, 1)
     seeds = [1, 2, 3, 4, 5, 6]
@@ -56,6 +56,12 @@ def test_sample_next_by_hand():
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     full = sample_next(logits, gens, temperature=1.0, top_p=1.0).tolist()
     assert full == [0 if _u(s) < 0.5 else 1 if _u(s) < 0.8 else 2 for s in seeds]
+    # id order is not probability order: probs [0.2, 0.5, 0.3], top_p 0.7 keeps tokens 1 and 2
+    # (0.5 + 0.3), and the CDF runs over ids: [0, 0.5, 0.8]: token 1 iff u < 0.625
+    shuffled = torch.log(torch.tensor([[0.2, 0.5, 0.3]])).repeat(6, 1)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    got = sample_next(shuffled, gens, temperature=1.0, top_p=0.7).tolist()
+    assert got == [1 if _u(s) < 0.625 else 2 for s in seeds]
 
 
 def test_record_seed_is_stable():

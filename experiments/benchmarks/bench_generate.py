@@ -3,16 +3,16 @@
     python experiments/benchmarks/bench_generate.py [--prompts 64] [--new-tokens 64]
         [--batch-size 16] [--threads 2] [--quick]
 
-Builds the 21 M-parameter Qwen2 of ``bench_train_vs_trl.py`` (``--quick``: a 0.5 M one) with a
-tokenizer trained on the synthetic survey's text, the CAI templates and (as there) HH-RLHF
-text when the file exists, renders ``--prompts``
-critique requests (survey prompt, response and a constitution statement through
-``configs/cai_templates.yaml``) and samples ``--new-tokens`` tokens per prompt with
-:func:`valign_ray.cai.generate.generate`: once ``--batch-size`` at a time (left padding, KV
-cache), once one prompt at a time, in the same process and with the same torch threads. Both
-runs generate the same records (checked), so they count the same tokens (a record that samples
-EOS stops early in both). Prints generated tokens/s of each and the speed-up; the load average
-is printed because on a shared machine only ratios within one run compare.
+Builds the 21 M-parameter Qwen2 of ``bench_train_vs_trl.py`` (``--quick``: a 0.6 M one) with a
+tokenizer trained on the synthetic survey's text, the CAI templates and (as there) HH-RLHF text
+when the file exists; renders ``--prompts`` critique requests (survey prompt, response and a
+constitution statement through ``configs/cai_templates.yaml``) and samples ``--new-tokens``
+tokens per prompt with :func:`valign_ray.cai.generate.generate`: once ``--batch-size`` at a time
+(left padding, KV cache), once one prompt at a time, in the same process and with the same
+torch threads. Both runs should generate the same records (counted: float rounding across
+batch shapes can move a sampled token of a random-init model; see
+``valign_ray/cai/generate.py``). Prints generated tokens/s of each and the speed-up; the load
+average is printed because on a shared machine only ratios within one run compare.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def main() -> None:
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--quick", action="store_true", help="a 0.5 M-parameter model instead of 21 M")
+    p.add_argument("--quick", action="store_true", help="a 0.6 M-parameter model instead of 21 M")
     args = p.parse_args()
 
     import torch
@@ -108,8 +108,9 @@ def main() -> None:
         print(
             f"{name} (batch {batch}): {n_tokens} tokens in {wall:.1f} s = {rates[name]:.0f} tok/s"
         )
-    same = records["batched"] == records["one at a time"]
-    print(f"records identical across batch sizes: {same}")
+    same = sum(a == b for a, b in zip(records["batched"], records["one at a time"], strict=True))
+    # float rounding across batch shapes can move a sampled token (valign_ray/cai/generate.py)
+    print(f"records identical across batch sizes: {same} of {len(prompts)}")
     print(f"batched vs one at a time: {rates['batched'] / rates['one at a time']:.1f}x")
 
 
