@@ -27,6 +27,11 @@ def test_every_config_loads(path: Path) -> None:
         design = load_design_config(path)
         assert from_dict(DesignConfig, to_dict(design)) == design
         return
+    if "critique_request" in load_yaml(path):  # CAI templates (cai.templates): their own file
+        from valign_ray.cai.templates import load_templates
+
+        assert load_templates(path).texts["critique_request"]
+        return
     if "sweep" in load_yaml(path):  # a sweep file: a sweep section plus a pipeline config
         from valign_ray.sweeps import load_sweep
 

@@ -25,9 +25,14 @@ PARTS = ("train", "heldout_respondents", "heldout_items", "heldout_both")
 
 @pytest.fixture(scope="module")
 def answers() -> pl.DataFrame:
-    # 2000 respondents, 4 dimensions x 10 prompts + 4 x 3 statements = 52 items
+    # 2000 respondents, 4 dimensions x 10 prompts + 4 x 3 statements = 52 items (no consensus
+    # statements: the split shares below were worked out for this world)
     spec = SyntheticConfig(
-        n_sample=2000, n_dimensions=4, items_per_dimension=10, statements_per_dimension=3
+        n_sample=2000,
+        n_dimensions=4,
+        items_per_dimension=10,
+        statements_per_dimension=3,
+        consensus_per_dimension=0,
     )
     return generate_synthetic(spec, load_margins(MARGINS)).answers
 

@@ -85,15 +85,16 @@ def test_same_seed_same_frames_other_seed_differs():
 
 def test_default_config_draws_the_configured_sample():
     """The defaults: 600 respondents from 20 000 people; 3 dimensions x 8 prompt items with two
-    responses each (48 candidates) plus 3 x 2 statements; every respondent rates both responses
-    of all 24 prompts (48 ratings), compares round(0.5 * 24) = 12 pairs and answers 6 statements.
+    responses each (48 candidates) plus 3 x (2 + 1 consensus) statements; every respondent rates
+    both responses of all 24 prompts (48 ratings), compares round(0.5 * 24) = 12 pairs and
+    answers 9 statements.
     (Its speed is measured in experiments/benchmarks, not asserted here.)"""
     s = generate_synthetic(SyntheticConfig(seed=1), MARGINS)
     assert s.respondents.height == 600 and s.respondents["respondent_id"].n_unique() == 600
-    assert s.items["kind"].value_counts(sort=True).rows() == [("prompt", 24), ("statement", 6)]
+    assert s.items["kind"].value_counts(sort=True).rows() == [("prompt", 24), ("statement", 9)]
     assert s.candidates.height == 48
     per_person = s.answers.group_by("respondent_id", "kind").len()["kind", "len"].unique()
-    assert sorted(per_person.rows()) == [("likert", 6), ("pairwise", 12), ("rating", 48)]
+    assert sorted(per_person.rows()) == [("likert", 9), ("pairwise", 12), ("rating", 48)]
 
 
 def test_tables_follow_canonical_schema(survey):
@@ -108,21 +109,21 @@ def test_tables_follow_canonical_schema(survey):
     assert survey.respondents["respondent_id"].to_list()[:2] == ["r000000", "r000001"]
     assert survey.respondents.height == 600
     assert survey.demographics == {v: list(c) for v, c in MARGINS.items()}
-    # 3 dimensions x 8 prompts + 3 x 2 statements; 2 candidates per prompt
+    # 3 dimensions x 8 prompts + 3 x (2 + 1) statements; 2 candidates per prompt
     assert survey.items["kind"].value_counts().sort("kind").rows() == [
         ("prompt", 24),
-        ("statement", 6),
+        ("statement", 9),
     ]
     assert survey.candidates.height == 48
     assert survey.answers["free_text"].null_count() == survey.answers.height
 
 
 def test_each_respondent_answers_everything_once(survey):
-    """Per respondent: 24 prompts x 2 ratings = 48, pairwise on round(0.5 x 24) = 12, 6 likert."""
+    """Per respondent: 24 prompts x 2 ratings = 48, pairwise on round(0.5 x 24) = 12, 9 likert."""
     counts = survey.answers.group_by("respondent_id", "kind").len()
     assert counts.filter(pl.col("kind") == "rating")["len"].unique().to_list() == [48]
     assert counts.filter(pl.col("kind") == "pairwise")["len"].unique().to_list() == [12]
-    assert counts.filter(pl.col("kind") == "likert")["len"].unique().to_list() == [6]
+    assert counts.filter(pl.col("kind") == "likert")["len"].unique().to_list() == [9]
     likert = survey.answers.filter(pl.col("kind") == "likert")
     assert likert["value"].min() >= 1 and likert["value"].max() <= 5
     assert likert["response_id"].null_count() == likert.height
@@ -197,7 +198,7 @@ def test_truth_is_internally_consistent(survey):
     assert np.allclose(rating["share"], 0.95 * rating["pref"] + 0.025, atol=0.01)
     likert = overall.filter(pl.col("kind") == "likert")
     dist = np.array(likert["dist"].to_list())
-    assert dist.shape == (6, 5) and np.allclose(dist.sum(axis=1), 1.0)
+    assert dist.shape == (9, 5) and np.allclose(dist.sum(axis=1), 1.0)
     assert np.allclose(likert["share"], dist[:, 3] + dist[:, 4])
     assert overall.filter(pl.col("kind") != "likert")["dist"].null_count() == 48 + 24
     prefs = pref["pref"].to_numpy()  # grid over (0.3, 0.75) plus contested items near 1/2
@@ -295,3 +296,27 @@ def test_shipped_margins_file_works():
     s = generate_synthetic(SyntheticConfig(n_population=2000, n_sample=100), load_margins(path))
     assert s.respondents.height == 100
     assert set(s.demographics) == {"age_band", "gender", "region_group"}
+
+
+def test_default_survey_has_consensus_and_divisive_statements():
+    """The defaults give a non-empty constitution: each dimension's consensus statement
+    (``<dim>_c0``, ``0.25 theta + L + 2.8``: P(agree) about 0.82 even at theta = -2) is agreed by
+    >= 60% of every age band, gender and region, weighted; the divisive ``_s`` statements
+    (``theta + L -/+ 1``: about 40% agree overall) are not. Consensus statements add answers but
+    leave every other answer of the survey unchanged (their noise has its own stream)."""
+    from valign_ray.survey.constitution import build_constitution
+
+    for seed in (0, 1, 2):
+        s = generate_synthetic(SyntheticConfig(seed=seed), MARGINS)
+        raked = rake_to_margins(s.respondents, s.population_margins()).respondents
+        for group in ("age_band", "gender", "region_group"):
+            kept = {
+                p.item_id
+                for p in build_constitution(s.items, s.answers, raked, group_col=group).principles
+            }
+            assert kept == {f"{d.name}_c0" for d in DIMENSIONS[:3]}, (seed, group)
+    without = generate_synthetic(SyntheticConfig(consensus_per_dimension=0), MARGINS)
+    with_ = generate_synthetic(SyntheticConfig(), MARGINS)
+    not_consensus = ~pl.col("item_id").str.contains(r"_c\d+$")
+    assert with_.answers.filter(not_consensus).equals(without.answers)
+    assert with_.items.filter(not_consensus).equals(without.items)

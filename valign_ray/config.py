@@ -43,6 +43,7 @@ class SyntheticConfig:
     n_dimensions: Int = Field(3, ge=1)  # latent value dimensions
     items_per_dimension: Int = Field(8, ge=1)  # prompt items per dimension
     statements_per_dimension: Int = Field(2, ge=0)  # Likert statements per dimension
+    consensus_per_dimension: Int = Field(1, ge=0)  # Likert statements nearly all groups endorse
     pairwise_fraction: Float = Field(0.5, ge=0, le=1)  # share of items each respondent compares
     group_effect: Float = Field(1.5, ge=0)  # strength of subgroup differences on the dimensions
     noise: Float = Field(1.0, ge=0)  # idiosyncratic spread of respondents' positions
@@ -109,6 +110,36 @@ class ConstitutionConfig:
     group_column: Str | None = None
     threshold: Float = Field(0.6, ge=0, le=1)  # minimum weighted agree share in every group
     min_votes_per_group: Int = Field(5, ge=1)  # fewer answers in a group: statement ineligible
+
+
+@dataclass(frozen=True, config=STRICT)
+class CaiSamplingConfig:
+    """How the CAI stages sample text (:mod:`valign_ray.cai.generate`)."""
+
+    temperature: Float = Field(0.7, ge=0)  # 0: greedy
+    top_p: Float = Field(0.95, gt=0, le=1)  # nucleus: smallest set of tokens with this mass
+    max_new_tokens: Int = Field(64, ge=1)  # tokens generated per record at most
+    max_prompt_tokens: Int = Field(448, ge=1)  # longer prompts lose tokens from the left
+    stop: tuple[Str, ...] = ()  # generation ends at the first of these (cut from the text)
+    seed: Int = Field(0, ge=0)  # record seeds derive from this and the record's key
+
+
+@dataclass(frozen=True, config=STRICT)
+class CaiConfig:
+    """Constitutional AI from the survey's constitution (critique, revise, compare)."""
+
+    # A user-written constitution YAML (the survey stage's schema plus `source`); null: the
+    # survey stage's constitution.yaml.
+    constitution: Str | None = None
+    templates: Str = "configs/cai_templates.yaml"  # critique / revision / comparison templates
+    # Which principle each record gets: uniform, population_support (proportional to the
+    # weighted overall support), worst_group_support (to the lowest group's support).
+    principle_sampling: Literal["uniform", "population_support", "worst_group_support"] = (
+        "population_support"
+    )
+    sampling: CaiSamplingConfig = field(default_factory=CaiSamplingConfig)  # text generation
+    batch_size: Int = Field(16, ge=1)  # prompts per generate call
+    replicas: Int = Field(1, ge=1)  # Ray Data model replicas (one per GPU in production)
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -211,6 +242,7 @@ class PipelineConfig:
     survey: SurveyConfig = field(default_factory=SurveyConfig)  # where answers come from
     weighting: WeightingConfig = field(default_factory=WeightingConfig)  # raking to margins
     constitution: ConstitutionConfig = field(default_factory=ConstitutionConfig)  # principles
+    cai: CaiConfig = field(default_factory=CaiConfig)  # Constitutional AI data generation
     data: DataConfig = field(default_factory=DataConfig)  # splits and training rows
     model: ModelConfig = field(default_factory=ModelConfig)  # base model
     loss: LossConfig = field(default_factory=LossConfig)  # objective

@@ -98,7 +98,9 @@ def base_model_path(ctx: StageContext) -> Path:
 
 
 def run_model(ctx: StageContext) -> ModelResult:
-    """The base model: a local folder, or the tiny one built from the survey's own text."""
+    """The base model: a local folder, or the tiny one built from the survey's own text and
+    the CAI templates (so the requests it will be sent tokenise as words, not bytes)."""
+    from valign_ray.cai.templates import load_templates
     from valign_ray.models import build_tiny_model, count_parameters, load_model
 
     cfg = ctx.cfg.model
@@ -107,6 +109,7 @@ def run_model(ctx: StageContext) -> ModelResult:
         texts = (
             ctx.survey_table("items")["text"].to_list()
             + ctx.survey_table("candidates")["text"].to_list()
+            + load_templates(ctx.cfg.cai.templates).literal_texts()
         )
         build_tiny_model(path, texts, cfg.tiny)
     n = count_parameters(load_model(path))
@@ -117,7 +120,8 @@ def run_model(ctx: StageContext) -> ModelResult:
 def _model_inputs(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg.model
     if cfg.path is None:  # built from the survey text (the survey stage is upstream)
-        return {"tiny": to_dict(cfg.tiny)}
+        ctx.input_files["cai.templates"] = file_hash(ctx.cfg.cai.templates, key="cai.templates")
+        return {"tiny": to_dict(cfg.tiny), "templates": ctx.input_files["cai.templates"]}
     ctx.input_files["model.path"] = file_hash(cfg.path, key="model.path")
     return {"path": ctx.input_files["model.path"]}
 

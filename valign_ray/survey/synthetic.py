@@ -26,7 +26,12 @@ truth is known by construction. The model of the world (all draws from one seede
    design (``contested_fraction=0`` removes them); they make the headline question testable:
    with the defaults about 1/3 of sample majorities are wrong (>= 20% for 98 of seeds 0-99).
 5. **Statements.** ``theta_d + L - offset_j`` cut at ``LIKERT_CUTS`` gives 1..5
-   (5 = strongest agreement with the pole-positive sentence).
+   (5 = strongest agreement with the pole-positive sentence): groups split on these.
+   ``consensus_per_dimension`` more per dimension (ids ``<dim>_c<j>``) are near-universal
+   values: ``CONSENSUS_LOADING * theta_d + L + CONSENSUS_SHIFT``, so even a group at
+   ``theta_d = -2`` agrees (4 or 5) with probability about 0.82, and the constitution is not
+   empty. Their noise comes from a second stream seeded by ``(seed, 1)``: adding them leaves
+   every other answer unchanged.
 6. **Sample.** Propensity = product of ``oversample`` odds times product of ``response_rate``
    over a person's categories (1 where unlisted); ``n_sample`` people drawn without replacement
    with probability proportional to it. Defaults: 65+ x3, South Island x2, men answer at 0.6.
@@ -57,6 +62,7 @@ from valign_ray.survey.synthetic_design import (
 from valign_ray.survey.synthetic_text import (
     DIMENSIONS,
     DimensionText,
+    consensus_text,
     prompt_text,
     response_texts,
     statement_text,
@@ -65,6 +71,8 @@ from valign_ray.survey.tables import ANSWER_COLUMNS, CANDIDATE_COLUMNS, ITEM_COL
 
 LIKERT_OPTIONS = 5
 LIKERT_CUTS = np.array([-2.4, -0.8, 0.8, 2.4])  # theta + Logistic(0, 1) has SD about 2.5
+CONSENSUS_LOADING = 0.25  # a consensus statement barely depends on the value position
+CONSENSUS_SHIFT = 2.8  # ... and sits high: agree (y >= 0.8) iff L >= -2 - 0.25 theta
 MARGIN_TOLERANCE = 1e-3
 _DTYPES = {"str": pl.Utf8, "i64": pl.Int64}
 _ITEM_SCHEMA = {k: _DTYPES[t] for k, t in ITEM_COLUMNS.items()}
@@ -156,6 +164,11 @@ def generate_synthetic(
         np.linspace(-1.0, 1.0, per_dim) if per_dim > 1 else np.zeros(per_dim), len(dims)
     )
     y = theta[:, stmt_dim] + rng.logistic(size=(n_pop, len(stmt_dim))) - offsets
+    consensus, cons_dim = _consensus_table(dims, spec)
+    cons_noise = np.random.default_rng([spec.seed, 1]).logistic(size=(n_pop, len(cons_dim)))
+    y_cons = CONSENSUS_LOADING * theta[:, cons_dim] + cons_noise + CONSENSUS_SHIFT
+    statements = pl.concat([statements, consensus])
+    y = np.concatenate([y, y_cons], axis=1)
     world = _Responses(
         pos_ids=pos_ids,
         neg_ids=neg_ids,
@@ -210,6 +223,7 @@ def _check_spec(spec: SyntheticConfig) -> None:
         "n_dimensions": (1, len(DIMENSIONS)),
         "items_per_dimension": (1, min(len(d.topics) for d in DIMENSIONS)),
         "statements_per_dimension": (0, min(len(d.statements) for d in DIMENSIONS)),
+        "consensus_per_dimension": (0, min(len(d.consensus) for d in DIMENSIONS)),
         "n_sample": (1, spec.n_population),
     }
     for name, (low, high) in limits.items():
@@ -281,6 +295,18 @@ def _statement_table(
     ]
     stmt_dim = np.repeat(np.arange(len(dims)), spec.statements_per_dimension)
     return pl.DataFrame(rows, schema=_ITEM_SCHEMA, orient="row"), stmt_dim
+
+
+def _consensus_table(
+    dims: Sequence[DimensionText], spec: SyntheticConfig
+) -> tuple[pl.DataFrame, np.ndarray]:
+    rows = [
+        (f"{dim.name}_c{j}", "statement", consensus_text(dim, j), dim.name, LIKERT_OPTIONS)
+        for dim in dims
+        for j in range(spec.consensus_per_dimension)
+    ]
+    cons_dim = np.repeat(np.arange(len(dims)), spec.consensus_per_dimension)
+    return pl.DataFrame(rows, schema=_ITEM_SCHEMA, orient="row"), cons_dim
 
 
 def _answers(

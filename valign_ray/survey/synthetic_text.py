@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# One "key: phrase | phrase" per line; repeated keys append. Pole-positive first.
+# One "key: phrase | phrase" per line; repeated keys append. Pole-positive first. "consensus"
+# sentences are near-universal values (the synthetic constitution's principles).
 _TEMPLATE_TEXT = """
 [environment_economy]
 topics: the council allow a new mine near the river | the government build more roads
@@ -28,6 +29,7 @@ negative_reasons: growth pays for schools and hospitals
 statements: Protecting nature matters more than economic growth
 statements: We should pay higher prices to keep the rivers clean
 statements: The native bush must be protected even if it costs jobs
+consensus: Everyone deserves clean water to drink | Future generations deserve a liveable country
 [community_individual]
 topics: neighbours share the cost of a new playground | the town run a shared garden
 topics: people pay more tax for public transport | schools teach volunteering
@@ -43,6 +45,7 @@ negative_reasons: freedom matters more than rules
 statements: People should put the needs of the community before their own
 statements: Neighbours have a duty to help each other
 statements: Sharing costs fairly matters more than personal choice
+consensus: People should be treated with respect | Children deserve a safe place to grow up
 [tradition_change]
 topics: the town keep its old name | schools keep the old exam system
 topics: the old town hall be saved | shops stay closed on Sundays
@@ -58,6 +61,8 @@ negative_reasons: fresh ideas solve old problems
 statements: Traditions should be kept even when times change
 statements: The old ways are usually the best ways
 statements: Our heritage matters more than new ideas
+consensus: Honest people should be able to speak their minds
+consensus: Everyone should have a say in their community
 [safety_liberty]
 topics: the town put cameras on every street | the speed limit be lowered
 topics: police get more powers to search cars | fireworks be banned for the public
@@ -73,6 +78,7 @@ negative_reasons: free people take care of themselves
 statements: Public safety matters more than personal freedom
 statements: More rules are worth it if they prevent harm
 statements: The government should protect people from risky choices
+consensus: Nobody should be hurt through carelessness | People should be told the truth about risks
 """
 
 
@@ -87,6 +93,7 @@ class DimensionText:
     positive_reasons: tuple[str, ...]
     negative_reasons: tuple[str, ...]
     statements: tuple[str, ...]  # pole-positive value sentences, without the full stop
+    consensus: tuple[str, ...]  # sentences most of every group endorses, without the full stop
 
 
 def _parse_templates(text: str) -> tuple[DimensionText, ...]:
@@ -125,3 +132,8 @@ def response_texts(dim: DimensionText, i: int) -> tuple[str, str]:
 def statement_text(dim: DimensionText, j: int) -> str:
     """Likert statement ``j`` of ``dim``: its pole-positive value sentence with a full stop."""
     return f"{dim.statements[j]}."
+
+
+def consensus_text(dim: DimensionText, j: int) -> str:
+    """Consensus statement ``j`` of ``dim``: a sentence most of every group agrees with."""
+    return f"{dim.consensus[j]}."
