@@ -169,6 +169,24 @@ def _node_args(taken: set[int], num_cpus: int, resources: dict, temp_dir: Path) 
     ]
 
 
+def _start_worker(args: list[str], log_dir: Path, dashboard: str, tries: int = 3) -> Node:
+    """Join the worker node; on a loaded machine its first GCS call can time out ("Deadline
+    Exceeded") and ``ray start`` exits, so a start that exits is retried (a hang is not)."""
+    for attempt in range(1, tries + 1):
+        worker = start_node(args, log_dir, f"worker-{attempt}")
+        try:
+            wait_for(lambda: _alive_nodes(dashboard) == 2, "worker node", worker)
+            return worker
+        except RuntimeError:
+            worker.stop()
+            if attempt == tries:
+                raise
+        except BaseException:
+            worker.stop()
+            raise
+    raise AssertionError("unreachable")
+
+
 def start_cluster(log_dir: Path) -> Cluster:
     """Two nodes on this machine, 2 CPUs each. Each node has a temp dir of its own, as on two
     machines: with one shared, the second node unpacked a job's working_dir over the folder the
@@ -195,12 +213,7 @@ def start_cluster(log_dir: Path) -> Cluster:
             f"--address={_nodes(dashboard)[0]['node_ip']}:{gcs}",
             *_node_args(taken, 2, {"node_b": 1, "trainslot": 1}, temp_dir / "b"),
         ]
-        worker = start_node(worker_args, log_dir, "worker")
-        try:
-            wait_for(lambda: _alive_nodes(dashboard) == 2, "worker node", worker)
-        except BaseException:
-            worker.stop()
-            raise
+        worker = _start_worker(worker_args, log_dir, dashboard)
     except BaseException:
         head.stop()
         shutil.rmtree(temp_dir, ignore_errors=True)

@@ -92,7 +92,10 @@ def test_two_workers_follow_the_one_worker_trajectory(runs, stage: str) -> None:
     assert len(one) == len(two) == 12  # 96 rows / global batch 8
     for a, b in zip(one, two, strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-7), a["step"]
-        assert b["z0"] == pytest.approx(a["z0"], rel=1e-5, abs=1e-6), a["step"]
+        # z0 sums completion log-ratios over the whole global batch; the LM head runs on
+        # [4, T] vs [8, T] hidden states, and float32 rounding of those matmuls differs by
+        # batch shape (seen: 2e-5 relative at step 6), a size the loss itself stays within.
+        assert b["z0"] == pytest.approx(a["z0"], rel=1e-4, abs=1e-6), a["step"]
     # The run really trained: the loss moved.
     assert abs(one[-1]["loss"] - one[0]["loss"]) > 1e-3
 

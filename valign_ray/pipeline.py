@@ -90,13 +90,16 @@ def _run_stages(cfg: PipelineConfig, names: tuple[str, ...]) -> tuple[StageConte
             skipped.append(stage.name)
             seconds = earlier.wall_s.get(stage.name, 0.0) if earlier else 0.0
         wall[stage.name] = seconds
-        wall["total"] = round(time.perf_counter() - t0, 2)
         # Saved after every stage: a run killed later resumes after its last finished stage.
         summary = RunSummary(
             name=cfg.name,
             run_dir=str(layout.run_dir),
             results={**(earlier.results if earlier else {}), **ctx.results},
-            wall_s={**(earlier.wall_s if earlier else {}), **wall},
+            wall_s={
+                **(earlier.wall_s if earlier else {}),
+                **wall,
+                "total": round(time.perf_counter() - t0, 2),
+            },
             fingerprints={**(earlier.fingerprints if earlier else {}), **ctx.fingerprints},
             manifest=manifest(ctx.input_files),
             skipped=skipped,
