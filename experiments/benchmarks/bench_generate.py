@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-HH = Path("/work/shared/data/hh-rlhf/harmless-base_test.jsonl.gz")
+# ``../shared/data`` beside the repository, or VALIGN_SHARED_DATA (as in the tests).
+SHARED_DATA = Path(os.environ.get("VALIGN_SHARED_DATA", ROOT.parent / "shared" / "data"))
+HH = SHARED_DATA / "hh-rlhf" / "harmless-base_test.jsonl.gz"
 
 
 def _prompts(n: int) -> tuple[list[str], list[str]]:
