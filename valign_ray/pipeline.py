@@ -41,21 +41,32 @@ def _recorded(layout: RunLayout) -> RunSummary | None:
         return None
 
 
+def _take_recorded(stage: Stage, ctx: StageContext, earlier: RunSummary | None) -> bool:
+    """Fingerprint ``stage`` into ``ctx``; when ``earlier`` recorded the same fingerprint and
+    the stage's outputs exist, take its recorded result into ``ctx`` and return True."""
+    fp = stage.fingerprint(ctx)
+    ctx.fingerprints[stage.name] = fp
+    if earlier is None or earlier.fingerprints.get(stage.name) != fp:
+        return False
+    recorded = earlier.results.get(stage.section)
+    if recorded is None:
+        return False
+    ctx.results[stage.section] = recorded  # outputs may depend on it (e.g. the cache key)
+    if all(p.exists() for p in stage.outputs(ctx)):
+        return True
+    del ctx.results[stage.section]
+    return False
+
+
 def _run_or_skip(
     stage: Stage, ctx: StageContext, earlier: RunSummary | None, run: bool
 ) -> float | None:
     """Run ``stage`` (or take its recorded result when its fingerprint matches and its outputs
     exist); returns the seconds spent, None when skipped."""
-    fp = stage.fingerprint(ctx)
-    ctx.fingerprints[stage.name] = fp
-    if earlier is not None and earlier.fingerprints.get(stage.name) == fp:
-        recorded = earlier.results.get(stage.section)
-        if recorded is not None:
-            ctx.results[stage.section] = recorded
-            if all(p.exists() for p in stage.outputs(ctx)):
-                print(f"[{stage.name}] skipped: fingerprint {fp} matches the recorded run")
-                return None
-            del ctx.results[stage.section]
+    if _take_recorded(stage, ctx, earlier):
+        fp = ctx.fingerprints[stage.name]
+        print(f"[{stage.name}] skipped: fingerprint {fp} matches the recorded run")
+        return None
     if not run:
         raise ValueError(
             f"stage {stage.name!r} has no up-to-date result in {ctx.layout.run_dir}; "
@@ -116,16 +127,7 @@ def run_is_current(cfg: PipelineConfig) -> bool:
     if earlier is None:
         return False
     ctx = StageContext(cfg=cfg, layout=layout)
-    for stage in STAGES:
-        fp = stage.fingerprint(ctx)
-        ctx.fingerprints[stage.name] = fp
-        recorded = earlier.results.get(stage.section)
-        if earlier.fingerprints.get(stage.name) != fp or recorded is None:
-            return False
-        ctx.results[stage.section] = recorded
-        if not all(p.exists() for p in stage.outputs(ctx)):
-            return False
-    return True
+    return all(_take_recorded(stage, ctx, earlier) for stage in STAGES)
 
 
 def run_pipeline(cfg: PipelineConfig, *, stages: list[str] | None = None) -> RunSummary:

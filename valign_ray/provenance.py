@@ -7,6 +7,7 @@ matches the one recorded in ``summary.json`` skips the stage and says so.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -66,9 +67,10 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip()
 
 
-def manifest(input_files: dict[str, str] | None = None) -> dict[str, Any]:
-    """What reproduces a run: the git commit and whether the tree was dirty, Python and
-    package versions, and hashes of the input files (``name -> hash``)."""
+@functools.cache
+def _environment() -> dict[str, Any]:
+    """The code and environment part of the manifest, read once per process (git runs in a
+    subprocess, and the pipeline records a manifest after every stage)."""
     status = _git("status", "--porcelain", "--untracked-files=no")
     versions = {}
     for name in PACKAGES:
@@ -82,5 +84,10 @@ def manifest(input_files: dict[str, str] | None = None) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": versions,
-        "input_files": dict(sorted((input_files or {}).items())),
     }
+
+
+def manifest(input_files: dict[str, str] | None = None) -> dict[str, Any]:
+    """What reproduces a run: the git commit and whether the tree was dirty, Python and
+    package versions, and hashes of the input files (``name -> hash``)."""
+    return {**_environment(), "input_files": dict(sorted((input_files or {}).items()))}

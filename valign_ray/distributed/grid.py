@@ -61,14 +61,14 @@ def _trial(
     tune.report({"result": out, "index": index})  # nested: apart from Tune's own keys
 
 
-def _check_cpus(cpus_per_trial: float, worker_cpus: int, concurrent: int) -> None:
+def check_cpus(cpus_per_trial: float, worker_cpus: int, concurrent: int) -> None:
     """A trial holds its CPU while its Ray Train workers need ``worker_cpus`` more: with too
     few CPUs Tune would wait forever instead of failing."""
     need = (cpus_per_trial + worker_cpus) * concurrent
     have = ray.cluster_resources().get("CPU", 0)
     if have < need:
         raise ValueError(
-            f"the grid needs {need:g} CPUs ({concurrent} concurrent trial(s) x ({cpus_per_trial:g}"
+            f"the trials need {need:g} CPUs ({concurrent} concurrent trial(s) x ({cpus_per_trial:g}"
             f" for the trial + {worker_cpus} for its Ray Train workers)) but Ray has {have:g}: "
             "set ray.num_cpus, lower max_concurrent or train.num_workers"
         )
@@ -108,7 +108,7 @@ def run_grid(
         raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
     init_ray(ray_config or RayConfig())
     resources = resources_per_trial or {"cpu": 1}
-    _check_cpus(resources.get("cpu", 0), worker_cpus, max_concurrent)
+    check_cpus(resources.get("cpu", 0), worker_cpus, max_concurrent)
     labels = [str(p.get("run", "")) for p in points]
     trainable = tune.with_parameters(
         _trial, trial_fn=trial_fn, points=points, env_vars=dict(env_vars or {})

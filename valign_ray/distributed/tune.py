@@ -150,21 +150,6 @@ def _trial(
     )
 
 
-def _check_cpus(cfg: PipelineConfig, concurrent: int) -> None:
-    """A trial holds 1 CPU for its driver plus one per worker; too few CPUs would make Tune
-    wait forever instead of failing."""
-    import ray
-
-    need = (1 + (0 if cfg.train.use_gpu else cfg.train.num_workers)) * concurrent
-    have = ray.cluster_resources().get("CPU", 0)
-    if have < need:
-        raise ValueError(
-            f"the sweep needs {need} CPUs ({concurrent} trial(s) x (1 driver + "
-            f"{cfg.train.num_workers} workers)) but Ray has {have:g}: set pipeline.ray.num_cpus "
-            "or lower sweep.max_concurrent_trials"
-        )
-
-
 def run_tune(
     prepared: PreparedInputs,
     sweep: SweepConfig,
@@ -180,8 +165,12 @@ def run_tune(
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from valign_ray.distributed.grid import check_cpus
+
     cfg = prepared.config
-    _check_cpus(cfg, sweep.max_concurrent_trials)
+    # A trial holds 1 CPU for its driver plus one per Ray Train worker.
+    workers = 0 if cfg.train.use_gpu else cfg.train.num_workers
+    check_cpus(1, workers, sweep.max_concurrent_trials)
     trainable = tune.with_parameters(
         _trial,
         base=cfg,

@@ -74,6 +74,7 @@ from valign_ray.eval.report_render import (
     Section,
     Table,
     log_to_wandb,
+    missing,
     render_html,
     render_markdown,
 )
@@ -128,10 +129,6 @@ def build_sections(run_dir: Path, cfg: Any, summary: RunSummary) -> list[Section
     ]
 
 
-def _missing(what: str) -> str:
-    return f"Not available: {what} not found in the run directory."
-
-
 # ---------------------------------------------------------------- sections
 
 
@@ -140,7 +137,7 @@ def _summary_section(run_dir: Path, cfg: Any, summary: RunSummary) -> Section:
     name = summary.name
     sec.blocks.append(f"Run: {name} ({run_dir.resolve()})")
     if cfg is None:
-        sec.blocks.append(_missing("config.yaml"))
+        sec.blocks.append(missing("config.yaml"))
     else:
         loss, tr, m = cfg.loss, cfg.train, cfg.model
         from valign_ray.methods import get_method
@@ -168,7 +165,7 @@ def _summary_section(run_dir: Path, cfg: Any, summary: RunSummary) -> Section:
         rows = [[stage, float(s)] for stage, s in wall.items()]
         sec.blocks.append(Table("wall_time", "Wall time per stage", ["stage", "seconds"], rows))
     else:
-        sec.blocks.append(_missing("summary.json (wall_s)"))
+        sec.blocks.append(missing("summary.json (wall_s)"))
     return sec
 
 
@@ -189,7 +186,7 @@ def _survey_section(run_dir: Path, summary: RunSummary) -> Section:
         title = "Ingestion (summary.json survey)"
         sec.blocks.append(Table("ingestion", title, ["field", "value"], flatten_scalars(counts)))
     else:
-        sec.blocks.append(_missing("survey/quarantine_counts.json (or summary.json survey)"))
+        sec.blocks.append(missing("survey/quarantine_counts.json (or summary.json survey)"))
     dpath = run_dir / "weights" / "diagnostics.json"
     if dpath.exists():
         d = read_json(dpath)
@@ -209,7 +206,7 @@ def _survey_section(run_dir: Path, summary: RunSummary) -> Section:
     elif (w := summary.results.get("weighting")) is not None and w.method == "none":
         sec.blocks.append("Weighting disabled: every respondent weighs 1.")
     else:
-        sec.blocks.append(_missing("weights/diagnostics.json"))
+        sec.blocks.append(missing("weights/diagnostics.json"))
     wpath = run_dir / "weights" / "weights.parquet"
     if wpath.exists():
         columns = list(pl.read_parquet_schema(wpath))
@@ -220,7 +217,7 @@ def _survey_section(run_dir: Path, summary: RunSummary) -> Section:
         fig = plots.weights_histogram(weights)
         sec.blocks.append(_plot("weights_histogram", "Distribution of the survey weights", fig))
     else:
-        sec.blocks.append(_missing("weights/weights.parquet"))
+        sec.blocks.append(missing("weights/weights.parquet"))
     return sec
 
 
@@ -232,7 +229,7 @@ def _data_section(run_dir: Path, summary: RunSummary) -> Section:
         sec.blocks.append(Table("dataset_sizes", title, ["quantity", "value"], rows))
     cards = sorted((run_dir / "datasets").glob("*/card.json"))
     if not cards:
-        sec.blocks.append(_missing("datasets/<loss>/card.json"))
+        sec.blocks.append(missing("datasets/<loss>/card.json"))
     for path in cards:
         card, key = read_json(path), path.parent.name
         rows = [[k, card[k]] for k in ("rows", "items", "weight_total", "ess") if k in card]
@@ -256,7 +253,7 @@ def _data_section(run_dir: Path, summary: RunSummary) -> Section:
 def _curves_section(path: Path) -> Section:
     sec = Section("Training curves")
     if not path.exists():
-        sec.blocks.append(_missing(path.name))
+        sec.blocks.append(missing(path.name))
         return sec
     metrics, replaced = load_train_metrics(path)
     if replaced:
@@ -282,7 +279,7 @@ def _eval_section(summary: RunSummary) -> Section:
     result = summary.results.get("eval")
     ev = result.models if result is not None else None
     if not ev:
-        sec.blocks.append(_missing("summary.json (eval)"))
+        sec.blocks.append(missing("summary.json (eval)"))
         return sec
     models = {k: v for k, v in ev.items() if k not in RESERVED_EVAL_KEYS}
     bad = [k for k, v in models.items() if not isinstance(v, dict)]

@@ -8,13 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from valign_ray.eval import plots
-from valign_ray.eval.report_render import Plot, Section, Table
+from valign_ray.eval.report_render import Plot, Section, Table, missing
 
 TOP_PRINCIPLES = 15
-
-
-def _missing(what: str) -> str:
-    return f"Not available: {what} not found in the run directory."
 
 
 def _plot(key: str, caption: str, fig: object) -> Plot:
@@ -25,7 +21,7 @@ def constitution_section(path: Path) -> Section:
     """``constitution.yaml``: how many principles, the top ones, support per group."""
     sec = Section("Constitution")
     if not path.exists():
-        sec.blocks.append(_missing(path.name))
+        sec.blocks.append(missing(path.name))
         return sec
     import yaml
 

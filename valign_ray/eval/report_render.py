@@ -163,3 +163,8 @@ def log_to_wandb(sections: list[Section], cfg: Any, wandb_dir: Path, name: str) 
         return Path(run.dir).parent
     finally:
         run.finish()
+
+
+def missing(what: str) -> str:
+    """The one line a report section shows for an input the run directory lacks."""
+    return f"Not available: {what} not found in the run directory."
