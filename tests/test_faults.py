@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -80,12 +81,23 @@ def test_driver_killed_mid_training_resumes_on_rerun(smoke_run, tmp_path: Path) 
     for stage in ("survey", "weights", "constitution", "datasets", "model", "reference"):
         assert f"[{stage}] skipped: fingerprint" in again.stdout, stage
     assert "[train] ..." in again.stdout
-    # The resumed run appends to the first run's lines (a fresh start would have emptied the
-    # file): the steps after the last checkpoint appear twice, from step 4k + 1 on.
+    # The resumed run starts from the last committed checkpoint, a positive multiple of 4, and
+    # appends to the first run's lines (a fresh start would have emptied the file).
+    start = re.search(r"steps of \d+ \(from step (\d+)\)", again.stdout + again.stderr)
+    assert start, again.stdout[-3000:]
+    resumed_from = int(start.group(1))
+    assert resumed_from > 0 and resumed_from % 4 == 0, resumed_from
     steps = [int(json.loads(line)["step"]) for line in metrics.read_text().splitlines()]
     assert steps[0] == 1 and steps[-1] == clean.results["train"].metrics["step"]
-    again_from = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
-    assert steps[again_from] % 4 == 1 and steps[again_from] > 1, steps
+    # The first run logged at least up to that checkpoint; the steps it logged after it (none,
+    # when the kill landed just after a checkpoint) appear again from step resumed_from + 1.
+    first_run = steps[: steps.index(resumed_from) + 1]
+    assert first_run == list(range(1, resumed_from + 1)), steps
+    rest = steps[len(first_run) :]
+    logged_twice = len(rest) - (steps[-1] - resumed_from)
+    assert logged_twice >= 0, steps
+    assert rest[:logged_twice] == list(range(resumed_from + 1, resumed_from + 1 + logged_twice))
+    assert rest[logged_twice:] == list(range(resumed_from + 1, steps[-1] + 1)), steps
     resumed = load_model(out / "smoke" / "model").state_dict()
     reference = load_model(cfg.run_dir / "model").state_dict()
     for key, value in reference.items():
