@@ -389,6 +389,8 @@ def _config_cases() -> list[Case]:
              lambda d: _prepare(d, "train.lr=[1"), ("--set 'train.lr=[1'", "not valid YAML")),
         Case("config-unknown-method", "config", "loss.name=ppo",
              lambda d: _prepare(d, "loss.name=ppo"), ("ppo",)),
+        Case("config-offload-needs-zero3", "config", "train.offload=all with ZeRO-2",
+             lambda d: _prepare(d, "train.offload=all"), ("train.offload", "zero_stage=3")),
     ]  # fmt: skip
 
 
