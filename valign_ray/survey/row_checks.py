@@ -23,6 +23,9 @@ from valign_ray.survey.tables import ANSWER_KINDS
 RESPONDENT_REASONS = (
     "non_utf8",  # the record holds bytes that are not valid UTF-8
     "malformed_row",  # wrong number of CSV fields, broken quoting, bad JSON, unknown JSON key
+    "no_panel_row",  # platform import: the participant is on no (or several) panel export rows
+    "panel_status",  # platform import: the panel row's status is not an accepted one
+    "unmapped_value",  # platform import: an answer the mapping or the question's choices lack
     "missing_value",  # an empty respondent_id, demographic or base_weight
     "bad_type",  # base_weight is not a positive finite number
     "unknown_category",  # a demographic value that the instrument does not list
@@ -31,6 +34,7 @@ RESPONDENT_REASONS = (
 ANSWER_REASONS = (
     "non_utf8",
     "malformed_row",
+    "unmapped_value",  # platform import: not a choice (text or code) of the cell's question
     "missing_value",  # empty respondent_id/item_id/kind/value, or a response id the kind needs
     "unknown_kind",  # kind is not rating | pairwise | likert
     "unexpected_value",  # a response id the kind does not take (likert has none)
@@ -194,7 +198,8 @@ def quarantine_rows(df: pl.DataFrame, path: Path) -> pl.DataFrame:
         .select(
             pl.lit(str(path)).alias("source"),
             pl.col("_row").alias("row"),
-            pl.col("_field").alias("field"),
+            # a platform import names the export's column the row came from
+            pl.coalesce(pl.col(c) for c in ("_column", "_field") if c in df.columns).alias("field"),
             pl.col("_reason").alias("reason"),
             pl.col("_message").alias("message"),
         )
