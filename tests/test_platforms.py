@@ -21,6 +21,7 @@ from valign_ray.survey.platforms.convert import ingest_platform
 from valign_ray.survey.platforms.mapping import VariableMap, load_mapping
 from valign_ray.survey.platforms.questions import platform_code, survey_questions
 from valign_ray.survey.platforms.structure import read_limesurvey, read_qualtrics
+from valign_ray.survey.row_checks import PLATFORM_REASONS
 
 REPO = Path(__file__).resolve().parents[1]
 PLAT = REPO / "data" / "examples" / "platforms"
@@ -208,9 +209,10 @@ def test_qualtrics_export_with_prolific_demographics(tmp_path) -> None:
     }
     saved = json.loads((tmp_path / "q" / "quarantine_counts.json").read_text())
     assert saved["respondents"]["by_reason"] == {
-        "malformed_row": 1, "no_panel_row": 1, "panel_status": 1, "unmapped_value": 2,
-        "missing_value": 1, "duplicate_respondent": 2,
+        "no_panel_row": 1, "panel_status": 1, "unmapped_value": 2,
+        "malformed_row": 1, "missing_value": 1, "duplicate_respondent": 2,
     }  # fmt: skip
+    assert set(result.quarantine["reason"]) >= set(PLATFORM_REASONS)  # each platform reason
 
 
 def test_one_respondent_checked_by_hand(tmp_path) -> None:
@@ -255,7 +257,7 @@ def test_limesurvey_export_matches_the_qualtrics_one(tmp_path) -> None:
     bad = _generator().BAD_ROWS["limesurvey_responses.csv"]
     assert ls.counts["respondents"] | {"source": ""} == {
         "source": "", "rows_in": 43, "kept": 40, "quarantined": 3,
-        "by_reason": {"malformed_row": 1, "unmapped_value": 1, "missing_value": 1},
+        "by_reason": {"unmapped_value": 1, "malformed_row": 1, "missing_value": 1},
     }  # fmt: skip
     resp_q = ls.quarantine.filter(pl.col("field").is_in(["*", "gender", "age_band"]))
     assert sorted(resp_q.select("row", "reason").rows()) == sorted(bad)

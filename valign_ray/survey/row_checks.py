@@ -23,9 +23,6 @@ from valign_ray.survey.tables import ANSWER_KINDS
 RESPONDENT_REASONS = (
     "non_utf8",  # the record holds bytes that are not valid UTF-8
     "malformed_row",  # wrong number of CSV fields, broken quoting, bad JSON, unknown JSON key
-    "no_panel_row",  # platform import: the participant is on no (or several) panel export rows
-    "panel_status",  # platform import: the panel row's status is not an accepted one
-    "unmapped_value",  # platform import: an answer the mapping or the question's choices lack
     "missing_value",  # an empty respondent_id, demographic or base_weight
     "bad_type",  # base_weight is not a positive finite number
     "unknown_category",  # a demographic value that the instrument does not list
@@ -34,7 +31,6 @@ RESPONDENT_REASONS = (
 ANSWER_REASONS = (
     "non_utf8",
     "malformed_row",
-    "unmapped_value",  # platform import: not a choice (text or code) of the cell's question
     "missing_value",  # empty respondent_id/item_id/kind/value, or a response id the kind needs
     "unknown_kind",  # kind is not rating | pairwise | likert
     "unexpected_value",  # a response id the kind does not take (likert has none)
@@ -49,6 +45,12 @@ ANSWER_REASONS = (
     "duplicate_answer",  # same respondent, item, kind, response ids on several rows: all go
 )
 REASONS = tuple(dict.fromkeys(RESPONDENT_REASONS + ANSWER_REASONS))
+# Set while converting a platform's export (survey/platforms/responses.py), before the checks.
+PLATFORM_REASONS = (
+    "no_panel_row",  # the participant is on no (or several) rows of the panel export
+    "panel_status",  # the panel row's status is not one the mapping accepts
+    "unmapped_value",  # an answer the mapping or the question's choices (text or code) lack
+)
 QUARANTINE_SCHEMA = {"source": pl.String, "row": pl.Int64} | dict.fromkeys(
     ("field", "reason", "message"), pl.String
 )
@@ -217,5 +219,5 @@ def count_rows(df: pl.DataFrame, path: Path) -> dict[str, Any]:
         "rows_in": df.height,
         "kept": df.height - quarantined,
         "quarantined": quarantined,
-        "by_reason": {r: by[r] for r in REASONS if r in by},
+        "by_reason": {r: by[r] for r in PLATFORM_REASONS + REASONS if r in by},
     }
