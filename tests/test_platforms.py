@@ -282,6 +282,22 @@ def test_limesurvey_export_matches_the_qualtrics_one(tmp_path) -> None:
     )
 
 
+def test_survey_answers_recoded_by_the_mapping(tmp_path) -> None:
+    """The survey's region choice reads "Auckland region": mapped by ``values``, the other
+    regions still by their choice text; the tables equal the unrecoded import's."""
+    responses = tmp_path / "responses.csv"
+    text = (PLAT / "qualtrics_responses.csv").read_text()
+    responses.write_text(text.replace(",Auckland,", ",Auckland region,"))
+    assert responses.read_text() != text
+    mapping = tmp_path / "mapping.yaml"
+    extra = '  region_group:\n    values: {"Auckland region": Auckland}\n'
+    mapping.write_text((PLAT / "mapping.yaml").read_text() + extra)
+    recoded = _ingest(tmp_path / "r", responses=str(responses), mapping=str(mapping))
+    plain = _ingest(tmp_path / "p")
+    assert_frame_equal(recoded.respondents, plain.respondents)
+    assert recoded.counts["respondents"]["by_reason"] == plain.counts["respondents"]["by_reason"]
+
+
 def test_a_missing_column_or_header_row_stops_the_import(tmp_path) -> None:
     lines = (PLAT / "qualtrics_responses.csv").read_text().splitlines()
     one_header = tmp_path / "one_header.csv"

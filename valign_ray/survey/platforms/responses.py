@@ -110,11 +110,11 @@ def convert_export(
         rec = dict(zip(header, fields, strict=False))
         if len(fields) != len(header):
             msg = f"{len(fields)} fields; the header has {len(header)}"
-            resp_rows.append(_resp_row(inst, n, {}, ("malformed_row", "*", msg)))
+            resp_rows.append(({}, n, ("malformed_row", "*", msg)))
             continue
         rid = rec[id_col].strip() or None
         demo, problem = _demographics(inst, questions, platform, rec, rid, mapping, panel)
-        resp_rows.append(_resp_row(inst, n, {"respondent_id": rid, **demo}, problem))
+        resp_rows.append(({"respondent_id": rid, **demo}, n, problem))
         for q in questions:
             if q.source.startswith("demographic:"):
                 continue
@@ -132,12 +132,6 @@ def convert_export(
     )
 
 
-def _resp_row(
-    inst: Instrument, n: int, values: dict, problem: Problem
-) -> tuple[dict, int, Problem]:
-    return values, n, problem
-
-
 def _frame(rows: list[tuple[dict, int, Problem]], columns: list[str]) -> pl.DataFrame:
     schema = dict.fromkeys(columns, pl.String) | {"_row": pl.Int64}
     schema |= dict.fromkeys(META_COLUMNS[1:], pl.String)
@@ -146,6 +140,24 @@ def _frame(rows: list[tuple[dict, int, Problem]], columns: list[str]) -> pl.Data
         for values, n, problem in rows
     ]
     return pl.DataFrame(data, schema=schema, orient="row")
+
+
+def _panel_record(
+    rid: str | None, mapping: Mapping, panel: Panel | None
+) -> tuple[dict[str, str] | None, Problem]:
+    """The respondent's row of the panel export (None without a panel), or why there is none."""
+    if panel is None or rid is None:
+        return None, None
+    found = panel.rows.get(rid, [])
+    if len(found) != 1:
+        where = "no row" if not found else f"rows {', '.join(str(r) for r, _ in found)}"
+        why = f"the participant is on {where} of the panel export"
+        return None, ("no_panel_row", mapping.panel_id_column or "", why)
+    rec, status_col = found[0][1], mapping.panel_status_column
+    if status_col and rec.get(status_col, "").strip() not in mapping.accept_status:
+        why = f"panel status is not one of {', '.join(mapping.accept_status)}"
+        return None, ("panel_status", status_col, why)
+    return rec, None
 
 
 def _demographics(
@@ -157,49 +169,27 @@ def _demographics(
     mapping: Mapping,
     panel: Panel | None,
 ) -> tuple[dict[str, str | None], Problem]:
-    """The respondent's categories, and the first problem met finding them."""
-    out: dict[str, str | None] = {}
-    problem: Problem = None
-    panel_rec = None
-    if panel is not None and mapping.panel_variables and rid is not None:
-        found = panel.rows.get(rid, [])
-        if len(found) != 1:
-            where = "no row" if not found else f"rows {', '.join(str(r) for r, _ in found)}"
-            problem = (
-                "no_panel_row",
-                mapping.panel_id_column or "",
-                f"the participant is on {where} of the panel export",
-            )
-        else:
-            panel_rec = found[0][1]
-            status_col = mapping.panel_status_column
-            if status_col and panel_rec.get(status_col, "").strip() not in mapping.accept_status:
-                problem = (
-                    "panel_status",
-                    status_col,
-                    f"panel status is not one of {', '.join(mapping.accept_status)}",
-                )
+    """The respondent's categories, and the first problem met finding them: a panel variable
+    through its map; a survey variable through ``values`` if given, else its choices."""
+    panel_rec, problem = _panel_record(rid, mapping, panel)
     by_source = {q.source: q for q in questions}
+    out: dict[str, str | None] = {}
     for var, cats in inst.demographics.items():
         vmap = mapping.demographics.get(var)
         if vmap is not None and vmap.panel_column:
-            raw = (panel_rec or {}).get(vmap.panel_column, "")
             column = vmap.panel_column
+            raw = (panel_rec or {}).get(column, "")
             cat = vmap.category(raw) if raw.strip() else None
         else:
             q = by_source[f"demographic:{var}"]
             column = _cell_column(platform, q)
-            raw = rec[column]
-            code = _choice(q, raw)
+            raw, code = rec[column], _choice(q, rec[column])
             cat = vmap.category(raw) if vmap and vmap.values else None
             cat = cat or (cats[int(code) - 1] if code else None)
         out[var] = cat
         if raw.strip() and cat is None and problem is None:
-            problem = (
-                "unmapped_value",
-                column,
-                f"not a category of {var} under the mapping: {', '.join(cats)}",
-            )
+            why = f"not a category of {var} under the mapping: {', '.join(cats)}"
+            problem = ("unmapped_value", column, why)
     return out, problem
 
 
