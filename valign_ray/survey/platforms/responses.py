@@ -188,7 +188,7 @@ def _demographics(
             cat = cat or (cats[int(code) - 1] if code else None)
         out[var] = cat
         if raw.strip() and cat is None and problem is None:
-            why = f"not a category of {var} under the mapping: {', '.join(cats)}"
+            why = f"no category of {var} ({', '.join(cats)}) by choice text, code or mapping"
             problem = ("unmapped_value", column, why)
     return out, problem
 
