@@ -358,6 +358,21 @@ def test_files_example_survey_weights_constitution(tmp_path) -> None:
         assert (joined["weight"] - joined["share"]).abs().max() < 1e-8
 
 
+def test_platform_files_without_a_platform_are_refused(tmp_path, capsys) -> None:
+    argv = [
+        "ingest",
+        str(FILES_EXAMPLE),
+        "--output-dir",
+        str(tmp_path),
+        "--set",
+        f"survey.salt={SALT}",
+    ]
+    assert main([*argv, "--set", "survey.files.platform=canonical"]) == 2
+    assert "survey.files.responses, survey.files.panel, survey.files.mapping are read only" in (
+        capsys.readouterr().err
+    )
+
+
 @pytest.mark.slow
 def test_valign_prepare_runs_files_example(ray_session, tmp_path, capsys) -> None:
     code = main(

@@ -43,6 +43,12 @@ def run_survey(ctx: StageContext) -> SurveyResult:
     else:
         paths = (Path(cfg.files.instrument), Path(cfg.files.respondents), Path(cfg.files.answers))
     inst = load_instrument(paths[0])
+    platform_files = [k for k in ("responses", "panel", "mapping") if getattr(cfg.files, k)]
+    if cfg.source == "files" and cfg.files.platform == "canonical" and platform_files:
+        from valign_ray.config_loader import ConfigError
+
+        keys = ", ".join(f"survey.files.{k}" for k in platform_files)
+        raise ConfigError(f"{keys} are read only with survey.files.platform qualtrics|limesurvey")
     if cfg.source == "files" and cfg.files.platform != "canonical":
         from valign_ray.survey.platforms.convert import ingest_platform
 
