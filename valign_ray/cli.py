@@ -16,12 +16,17 @@ STAGES = {  # subcommand -> pipeline stages (None: all)
     "run": None,
     "train": ["survey", "weights", "constitution", "datasets", "model", "reference", "train"],
     "prepare": ["survey", "weights", "constitution", "datasets"],
+    "ingest": ["survey"],
 }
 HELP = {
     "run": "every stage: survey, weights, constitution, datasets, model, reference, train, "
     "eval, report",
     "train": "every stage up to and including training (no evaluation or report)",
     "prepare": "survey ingestion, weighting, the constitution and the training datasets",
+    "ingest": "survey ingestion only: canonical tables, quarantine and counts (a platform "
+    "export through its mapping: docs/PLATFORMS.md)",
+    "export-instrument": "the instrument as a LimeSurvey TSV structure file or a Qualtrics "
+    "Advanced Format TXT file, for the platform's survey import",
     "sweep": "a Ray Tune sweep of the loss hyper-parameters (configs/sweep_*.yaml)",
     "report": "report.md and report.html for a run directory",
     "design": "collection design: quotas for N respondents and the margin of error per subgroup "
@@ -102,6 +107,20 @@ def _design(args: argparse.Namespace) -> Any:
     return plan
 
 
+def _export_instrument(args: argparse.Namespace) -> Any:
+    from valign_ray.survey.instrument import load_instrument
+    from valign_ray.survey.platforms.questions import survey_questions
+    from valign_ray.survey.platforms.structure import write_limesurvey, write_qualtrics
+
+    inst = load_instrument(args.instrument)
+    questions = survey_questions(inst, skip_demographics=tuple(args.skip_demographics))
+    write = write_limesurvey if args.format == "limesurvey" else write_qualtrics
+    write(questions, inst.name, args.out)
+    n_rows = sum(len(q.rows) for q in questions)
+    print(f"wrote {args.out}: {len(questions)} questions ({n_rows} matrix rows), {args.format}")
+    return questions
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -169,7 +188,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="valign", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("run", "prepare", "train", "sweep"):
+    for name in ("run", "prepare", "train", "ingest", "sweep"):
         p = sub.add_parser(name, help=HELP[name])
         _config_args(p, optional=name == "sweep")
         p.set_defaults(fn=_sweep if name == "sweep" else _run)
@@ -193,6 +212,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(fn=_design)
     _plan_memory_args(sub.add_parser("plan-memory", help=HELP["plan-memory"]))
+    p = sub.add_parser("export-instrument", help=HELP["export-instrument"])
+    p.add_argument("instrument", help="instrument YAML (data/examples/platforms/instrument.yaml)")
+    p.add_argument("--format", required=True, choices=["limesurvey", "qualtrics"])
+    p.add_argument("--out", required=True, help="file to write (.txt for both platforms)")
+    p.add_argument(
+        "--skip-demographics",
+        nargs="*",
+        default=[],
+        metavar="VAR",
+        help="variables a panel provider supplies: not asked in the survey",
+    )
+    p.set_defaults(fn=_export_instrument)
     for p in sub.choices.values():  # also after the subcommand: valign run cfg.yaml --debug
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="")
     return parser

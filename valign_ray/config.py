@@ -59,6 +59,12 @@ class FilesConfig:
     instrument: Str = "data/examples/instrument.yaml"  # items, candidates and demographics
     respondents: Str = "data/examples/respondents.csv"  # one row per respondent
     answers: Str = "data/examples/answers.csv"  # one row per answer
+    # canonical: the respondents and answers files above; qualtrics / limesurvey: a platform's
+    # response export (responses), converted through the mapping (docs/PLATFORMS.md).
+    platform: Literal["canonical", "qualtrics", "limesurvey"] = "canonical"
+    responses: Str | None = None  # the platform's response export (CSV)
+    panel: Str | None = None  # a panel provider's demographic export (e.g. Prolific's CSV)
+    mapping: Str | None = None  # platform answers -> census categories (YAML); null: none
 
 
 @dataclass(frozen=True, config=STRICT)
