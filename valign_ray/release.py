@@ -45,6 +45,7 @@ DIRECT_IDENTIFIERS = frozenset(
         "surname",
         "given_name",
         "email",
+        "e_mail",
         "email_address",
         "phone",
         "phone_number",
