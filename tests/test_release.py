@@ -1,7 +1,7 @@
 """``valign release``: the weighted survey as Parquet plus a datasheet, loadable with
 ``datasets``; no raw ids or direct identifiers, free text only when asked for.
 
-The runs here stop after the constitution (survey, weights, constitution: about 1 s, no Ray);
+The runs here stop after the constitution (survey, weights, constitution: 1-4 s, no Ray);
 one test releases the session's full smoke run.
 """
 
@@ -25,11 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 FREE_TEXTS = {"Too slow, and too costly", "Housing first.\nThen the rest."}  # answers.csv
 
 
-def _survey_run(out: Path, overrides: list[str]) -> Path:
+def _survey_run(out: Path, overrides: list[str], config: str = "configs/smoke.yaml") -> Path:
     from valign_ray.config import load_config
     from valign_ray.pipeline import run_pipeline
 
-    cfg = load_config(REPO / "configs/smoke.yaml", [f"output_dir={out}", *overrides])
+    cfg = load_config(REPO / config, [f"output_dir={out}", *overrides])
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(REPO)  # the configs' data paths are relative to the repository
         mp.delenv("VALIGN_SALT", raising=False)
@@ -203,6 +203,20 @@ def test_polis_licence_from_the_export():
     assert lic.attribution.startswith("Data was gathered using the Polis software")
     assert "2019-scoop-hivemind-biodiversity" in lic.attribution
     assert polis_licence(REPO / "data/examples") is None
+
+
+def test_release_of_a_polis_import(tmp_path_factory, tmp_path):
+    run = _survey_run(tmp_path_factory.mktemp("runs"), [], config="configs/polis.yaml")
+    paths = _release(run, tmp_path / "rel")
+    report = json.loads(RunLayout(run, run.parent).polis_report.read_text())
+    text = paths["README.md"].read_text()
+    kept, total = report["votes"]["kept"], report["votes"]["in"]
+    assert f"| quarantined | Polis import: {kept:,} of {total:,} votes kept;" in text
+    assert "| licence | CC-BY-4.0 (stated in the Polis export's SOURCE.md) |" in text
+    assert "Attribution to The Computational Democracy Project" in text
+    assert "with the public default salt" in text  # configs/polis.yaml keeps it
+    items = pl.read_parquet(paths["items"])
+    assert items.height == report["statements"]["kept"]  # statements ship: they are the items
 
 
 def test_default_salt_detected_for_polis_numbers(tmp_path):

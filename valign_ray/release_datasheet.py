@@ -82,8 +82,12 @@ def _quarantine_line(f: RunFacts) -> str:
             + (f" (+{c['refused']} refusals dropped)" if c.get("refused") else "")
             for role, c in survey.counts.items()
         )
-    votes = (survey.report or {}).get("votes", {})
-    return f"Polis import: {votes.get('kept', '?')} of {votes.get('in', '?')} votes kept"
+    rep = survey.report or {}
+    votes, st = rep.get("votes", {}), rep.get("statements", {})
+    return (
+        f"Polis import: {_n(votes.get('kept', 0))} of {_n(votes.get('in', 0))} votes kept; "
+        f"{_n(st.get('moderated_out', 0))} of {_n(st.get('in', 0))} statements moderated out"
+    )
 
 
 def _identifiers_line(f: RunFacts) -> str:
@@ -252,12 +256,15 @@ def _quarantine_lines(f: RunFacts) -> list[str]:
         return lines
     rep = survey.report or {}
     st, votes, people = rep.get("statements", {}), rep.get("votes", {}), rep.get("participants")
+
+    def pairs(d: dict | None) -> str:
+        return ", ".join(f"{k} {_n(v)}" for k, v in (d or {}).items() if not isinstance(v, list))
+
     return [
-        f"  - statements: {st.get('in')} in, {st.get('kept')} kept, "
-        f"{st.get('moderated_out')} moderated out",
-        f"  - votes: {votes.get('in')} in, {votes.get('kept')} kept, excluded "
-        f"{votes.get('excluded')}",
-        f"  - participants: {people}",
+        f"  - statements (Polis comments, the items): {pairs(st)}",
+        f"  - votes (the answers): in {_n(votes.get('in', 0))}, kept {_n(votes.get('kept', 0))}"
+        f"; excluded: {pairs(votes.get('excluded'))}",
+        f"  - participants (the respondents): {pairs(people)}",
     ]
 
 
