@@ -18,7 +18,8 @@ import yaml
 
 from valign_ray.cli import main
 from valign_ray.errors import InputError
-from valign_ray.release import default_salt_used, polis_licence, release_run
+from valign_ray.release import default_salt_used, release_run
+from valign_ray.release_licence import polis_licence
 from valign_ray.run_layout import RunLayout
 
 REPO = Path(__file__).resolve().parents[1]
