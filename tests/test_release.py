@@ -178,6 +178,26 @@ def test_direct_identifier_columns_dropped(synthetic_run, tmp_path):
     assert "direct-identifier columns dropped: E-mail, name;" in paths["README.md"].read_text()
 
 
+def test_release_again_into_the_same_folder(synthetic_run, tmp_path):
+    """A second release replaces the first's files; a folder that is not a release is kept."""
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    rel = tmp_path / "rel"
+    assert "constitution" in _release(run, rel)
+    (run / "constitution.yaml").unlink()  # e.g. a rerun with constitution.enabled false
+    paths = _release(run, rel)
+    assert "constitution" not in paths and not (rel / "constitution.parquet").exists()
+    assert sorted(p.name for p in rel.iterdir()) == sorted(p.name for p in paths.values())
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not empty, and not an earlier release"):
+        _release(run, other)
+    assert (other / "notes.txt").read_text() == "mine"
+    with pytest.raises(InputError, match="outside the run directory"):
+        _release(run, run / "release")
+
+
 def test_ids_that_are_not_pseudonyms_are_refused(synthetic_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(synthetic_run, run)

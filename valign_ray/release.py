@@ -7,7 +7,7 @@ owner" where it does not; its YAML header names one ``datasets`` config per tabl
 ``release.json`` (the options, the licence and a sha256 per file).
 
 What never leaves the run: raw respondent ids (only the salted pseudonyms, checked to be ones),
-the quarantine file (it quotes raw rows), the generator's raw files, and respondent columns
+the quarantine (it points into the raw files), the raw survey files, and respondent columns
 named like direct identifiers (:data:`DIRECT_IDENTIFIERS`). Free-text answers (``free_text``,
 a respondent's own words) are left out unless ``include_free_text``. Item and candidate texts
 are the instrument, written by the survey's authors (for Polis: the conversation's moderated
@@ -110,11 +110,7 @@ def release_run(
 
     facts = gather_facts(Path(run_dir), licence=licence, include_free_text=include_free_text)
     out = Path(out)
-    if out.resolve() == facts.layout.run_dir.resolve() or out.resolve().is_relative_to(
-        facts.layout.run_dir.resolve()
-    ):
-        raise InputError("the release folder must be outside the run directory", path=out)
-    out.mkdir(parents=True, exist_ok=True)
+    _clear_out(out, facts.layout.run_dir)
     paths: dict[str, Path] = {}
     for name, frame in facts.tables.items():
         paths[name] = out / f"{name}.parquet"
@@ -136,6 +132,20 @@ def release_run(
     paths["release.json"] = out / "release.json"
     write_text_atomic(paths["release.json"], json.dumps(record, indent=2) + "\n")
     return paths
+
+
+def _clear_out(out: Path, run_dir: Path) -> None:
+    """Make ``out`` ready: a new or empty folder, or an earlier release (its files, as its
+    ``release.json`` lists them, are removed so none goes stale). Anything else is refused."""
+    if out.resolve().is_relative_to(run_dir.resolve()):
+        raise InputError("the release folder must be outside the run directory", path=out)
+    record = out / "release.json"
+    if record.is_file():
+        for name in [*json.loads(record.read_text())["files"], "release.json"]:
+            (out / Path(name).name).unlink(missing_ok=True)
+    if out.exists() and any(out.iterdir()):
+        raise InputError("not empty, and not an earlier release: give a new folder", path=out)
+    out.mkdir(parents=True, exist_ok=True)
 
 
 def gather_facts(run_dir: Path, *, licence: str | None, include_free_text: bool) -> RunFacts:

@@ -185,7 +185,7 @@ def preprocessing_section(f: RunFacts) -> str:
         *_weighting_lines(f),
         "- *Pseudonymisation.* `respondent_id` = the first 16 hex characters of "
         f"sha256(salt + raw id), made at ingestion with {salt}. The salt, the raw ids, the "
-        "quarantine file (it quotes raw rows) and raw survey files are not in the release.",
+        "quarantine (it points into the raw files) and raw survey files are not in the release.",
         f"- *Constitution.* {const}",
         "- *Raw data.* Kept by the data owner, not released.",
     ]
