@@ -238,6 +238,7 @@ def test_release_of_a_polis_import(tmp_path_factory, tmp_path):
     assert "with the public default salt" in text  # configs/polis.yaml keeps it
     items = pl.read_parquet(paths["items"])
     assert items.height == report["statements"]["kept"]  # statements ship: they are the items
+    assert "Item texts are participants' statements that passed" in text
 
 
 def test_default_salt_detected_for_polis_numbers(tmp_path):

@@ -186,6 +186,12 @@ def _composition(f: RunFacts) -> str:
         "- *Identifiers and sensitive data.* Respondent ids are pseudonyms (see "
         "Preprocessing); no names or contact details. Demographics are coarse categories. "
         + (
+            "Item texts are participants' statements that passed the conversation's moderation "
+            "and were published with the export (they are the items; authors are not named). "
+            if src == "polis"
+            else ""
+        )
+        + (
             "Synthetic: no real person."
             if src == "synthetic"
             else f"{FILL} whether any "
