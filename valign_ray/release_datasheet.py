@@ -102,7 +102,7 @@ def _glance(f: RunFacts) -> str:
         ("quarantined", _quarantine_line(f)),
         ("identifiers", _identifiers_line(f)),
         ("licence", f"{f.licence.spdx} ({f.licence.how})"),
-        ("made by", f"`valign release` of run `{s.name}`, commit {commit}{dirty}"),
+        ("made from", f"run `{s.name}` (pipeline code at commit {commit}{dirty})"),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return (
