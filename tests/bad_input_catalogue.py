@@ -509,6 +509,11 @@ def _cli_cases() -> list[Case]:
         Case("cli-design-from-missing", "cli", "valign design --from a run that does not exist",
              lambda d: ["design", str(REPO / "configs" / "design_nz.yaml"), "--from",
                         str(d / "none")], ("none",)),
+        Case("cli-release-missing-run", "cli", "valign release on a folder that does not exist",
+             lambda d: ["release", str(d / "none"), "--out", str(d / "rel")],
+             ("none", "not a run directory")),
+        Case("cli-release-no-out", "cli", "valign release without --out",
+             lambda d: ["release", str(d / "none")], ("required: --out",)),
     ]  # fmt: skip
 
 

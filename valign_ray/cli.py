@@ -31,6 +31,7 @@ HELP = {
     "report": "report.md and report.html for a run directory",
     "design": "collection design: quotas for N respondents and the margin of error per subgroup "
     "(configs/design_*.yaml); --from RUN_DIR: the same from a collected sample's weights",
+    "release": "the weighted survey as a dataset (Parquet tables and a datasheet README.md)",
     "plan-memory": "per-GPU and host memory of a training setup, and whether it fits "
     "(no model or setup given: the Qwen2.5 7B/14B/32B table for 4 x A40)",
 }
@@ -82,6 +83,17 @@ def _report(args: argparse.Namespace) -> Any:
     paths = write_report(Path(args.run_dir))
     for kind, path in paths.items():
         print(f"{kind}: {path}")
+    return paths
+
+
+def _release(args: argparse.Namespace) -> Any:
+    from valign_ray.release import release_run
+
+    paths = release_run(
+        args.run_dir, args.out, licence=args.licence, include_free_text=args.include_free_text
+    )
+    for name, path in paths.items():
+        print(f"{name}: {path}")
     return paths
 
 
@@ -202,6 +214,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help=HELP["report"])
     p.add_argument("run_dir", help="a run directory (output_dir/name)")
     p.set_defaults(fn=_report)
+    p = sub.add_parser("release", help=HELP["release"])
+    p.add_argument("run_dir", help="a run directory with its survey and weights")
+    p.add_argument("--out", required=True, help="folder for the release")
+    p.add_argument("--licence", help="the data's licence (required for survey.source files)")
+    p.add_argument(
+        "--include-free-text", action="store_true", help="keep free-text answers (default: out)"
+    )
+    p.set_defaults(fn=_release)
     p = sub.add_parser("design", help=HELP["design"])
     p.add_argument("config", help="design YAML (configs/design_nz.yaml)")
     p.add_argument("--n", type=_positive_int, help="respondents to plan for")
