@@ -49,6 +49,17 @@ def t(*values: float) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float64)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: the tiny model's matmuls are too small to split, and on a shared
+    2-core machine a second thread spins (the training test: 1.9 s of CPU on one thread, 46 s
+    on two, measured under load)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def templates() -> CaiTemplates:
     base = load_templates(REPO / "configs/cai_templates.yaml")
@@ -247,7 +258,7 @@ def test_choice_labels_are_the_arithmetic_of_the_scored_prompts(feedback_dir, te
     assert empty.height == 0 and "label" in empty.columns
 
 
-def _train_to_prefer_kind(model, tok, templates, steps: int = 80) -> None:
+def _train_to_prefer_kind(model, tok, templates, steps: int = 100) -> None:
     """Plain torch: minimise -log P(option naming the kind answer), the two options' sequence
     probabilities renormalised, over every kind x other answer pair in both positions, for two
     of the three questions and all three principles."""
@@ -276,9 +287,9 @@ def _train_to_prefer_kind(model, tok, templates, steps: int = 80) -> None:
 
 
 def test_feedback_model_trained_to_prefer_kind_answers(feedback_dir, templates):
-    """A feedback model trained (80 plain torch steps) to pick the option naming the answer with
-    "kind" gives, on the held-out third question, label > 0.95 when response_a is the kind one
-    and < 0.05 when response_b is, in each order separately: the label follows the answer, not
+    """A feedback model trained (100 plain torch steps) to pick the option naming the answer with
+    "kind" gives, on the held-out third question, label > 0.98 when response_a is the kind one
+    and < 0.02 when response_b is, in each order separately: the label follows the answer, not
     its position. The untrained model is near 0.5 everywhere."""
     model, tok = _load(feedback_dir)
     rows = []
@@ -294,7 +305,7 @@ def test_feedback_model_trained_to_prefer_kind_answers(feedback_dir, templates):
     cols = ("label", "label_ab", "label_ba")
     worst = {c: (kind_a[c].min(), kind_b[c].max()) for c in cols}
     print("worst (kind in a: min, kind in b: max):", worst)
-    assert all(lo > 0.95 and hi < 0.05 for lo, hi in worst.values()), worst
+    assert all(lo > 0.98 and hi < 0.02 for lo, hi in worst.values()), worst
 
 
 # --------------------------------------------------------------------- implicit reward
