@@ -154,7 +154,9 @@ def option_logprobs(
 
     Prompts are tokenised as generation tokenises them (:func:`~valign_ray.cai.generate.
     encode_prompts`: no special tokens added, an empty prompt becomes BOS) and not cut; option
-    ids are tokenised on their own and appended (no EOS: the option begins the answer). Rows are
+    ids are tokenised on their own and appended (no EOS: the option begins the answer), as
+    training appends completion ids, so BPE cannot merge the prompt's last characters with the
+    option's first and every prompt scores the same option tokens. Rows are
     right-padded with an attention mask, ``batch_size`` prompts (``2 x batch_size`` sequences)
     per forward, prompts of similar length together; the numbers do not depend on the batch
     size beyond float rounding (tested to 1e-5).
