@@ -215,6 +215,9 @@ class TrainConfig:
     # CPU offload (ZeRO-Offload): "optimizer" moves optimizer state and gradient partitions to
     # host RAM (ZeRO 1-3); "all" also the parameter partitions (ZeRO-3 only).
     offload: Literal["none", "optimizer", "all"] = "none"
+    # > 0: rows of similar length share an optimizer step, sorted within windows of this many
+    # steps (less padding at any grad_accum; less random batches); 0: uniform batches.
+    bucket_steps: Int = Field(0, ge=0)
     checkpoint_every: Int = Field(0, ge=0)  # optimizer steps between checkpoints; 0: final only
     # Steps between metric reports to Ray Train (W&B and metrics.jsonl get every step): the
     # Train V2 controller takes one report per worker per poll, so per-step reports stall.

@@ -163,6 +163,9 @@ def _setup(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> _Loop:
         epochs=tcfg.epochs,
         seed=tcfg.seed,
         max_steps=tcfg.max_steps,
+        bucket_steps=tcfg.bucket_steps,
+        # A row's length: its longest sequence (what its micro-batch pads to).
+        lengths=np.array([max(e.length for e in seqs) for seqs in zip(*enc.values(), strict=True)]),
     )
     plan.validate()
     ds_config = deepspeed_config(tcfg, ctx.world_size)
@@ -219,9 +222,7 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
         sorted(rows["group"].drop_nulls().unique().to_list()) if "group" in rows.columns else []
     )
     groups = groups if len(groups) <= 16 else []
-    lengths = np.array(
-        [max(e.length for e in seqs) for seqs in zip(*loop.enc.values(), strict=True)]
-    )
+    lengths = plan.lengths
     last: dict[str, float] = {}
     for step in range(loop.start_step, plan.total_steps):
         if job.fail_at_step == step and not loop.resumed and ctx.rank == job.fail_rank:
