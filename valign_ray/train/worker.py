@@ -25,7 +25,11 @@ from valign_ray.config import PipelineConfig
 from valign_ray.methods import get_method
 from valign_ray.methods.base import Method, StepInputs
 from valign_ray.train.batches import BatchPlan
-from valign_ray.train.checkpoints import load_checkpoint, save_checkpoint
+from valign_ray.train.checkpoints import (
+    load_checkpoint,
+    pick_intact_checkpoint,
+    save_checkpoint,
+)
 from valign_ray.train.context import TrainContext
 from valign_ray.train.export import HF_EXPORT
 from valign_ray.train.logprobs import encode_pair
@@ -171,7 +175,7 @@ def _setup(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> _Loop:
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
     )
     engine.train()  # from_pretrained leaves the model in eval mode (dropout off)
-    resume = ctx.latest_checkpoint()
+    resume = pick_intact_checkpoint(ctx.checkpoints(), ctx.rank)
     start = load_checkpoint(engine, resume, ctx.rank) if resume is not None else 0
     params = method.params(cfg, rows)
     return _Loop(
