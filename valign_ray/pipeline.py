@@ -18,6 +18,7 @@ import polars as pl
 import yaml
 
 from valign_ray.config import PipelineConfig, public_config_dict
+from valign_ray.eval.small_groups import shown_group_metrics
 from valign_ray.methods import get_method
 from valign_ray.provenance import manifest
 from valign_ray.results import PreparedInputs, RunSummary, SummaryError
@@ -176,7 +177,8 @@ def format_summary(summary: RunSummary) -> str:
     lines = ["", f"== summary: {summary.run_dir} =="]
     ev = summary.results.get("eval")
     if ev is not None:
-        base, aligned = ev.models["base"], ev.models["aligned"]
+        # Groups under report.min_group_n are left out of every per-group line.
+        base, aligned = (shown_group_metrics(ev.models[k]) for k in ("base", "aligned"))
         lines.append(f"{'held-out metric':<28}{'base':>10}{'aligned':>10}")
         for metric, value in base.items():
             if isinstance(value, float) and metric != "weight_total":
@@ -193,6 +195,9 @@ def format_summary(summary: RunSummary) -> str:
                 other = aligned["unseen_items"].get(metric)
                 shown = f"{other:>10.4f}" if isinstance(other, float) else f"{'-':>10}"
                 lines.append(f"{'unseen ' + metric:<28}{value:>10.4f}{shown}")
+        hidden = ev.models["base"].get("suppressed_groups")
+        if hidden:
+            lines.append(f"groups not shown (fewer respondents than report.min_group_n): {hidden}")
     w = summary.results.get("weighting")
     if w is not None:
         line = f"weighting: n={w.n} ESS={w.ess:.1f}"

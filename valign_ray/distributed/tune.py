@@ -105,6 +105,7 @@ def _trial(
     sweep_dir: str,
     loss_columns: tuple[str, ...],
     trial_hook: Callable[[dict[str, Any]], None] | None = None,
+    hidden_groups: tuple[str, ...] = (),
 ) -> None:
     """One Tune trial: train with the sampled loss settings, evaluate held-out pairs, report."""
     from ray import tune
@@ -142,7 +143,7 @@ def _trial(
     tune.report(
         {
             **train_final,
-            **eval_columns(ev),
+            **eval_columns(ev, hidden_groups),  # no group under report.min_group_n
             # The resolved numbers (``lambda: auto`` applied) of the method's parameters.
             **{k: float(getattr(params, k)) for k in loss_columns if hasattr(params, k)},
             "model_dir": str(model_dir),
@@ -158,10 +159,12 @@ def run_tune(
     loss_columns: tuple[str, ...],
     restore: Path | None = None,
     trial_hook: Callable[[dict[str, Any]], None] | None = None,
+    hidden_groups: tuple[str, ...] = (),
 ) -> TuneOutcome:
     """Run one Tune trial per point of ``sweep`` on the ``prepared`` inputs, or, with
     ``restore`` (a Tune experiment folder), resume that sweep: finished trials are kept, the
-    unfinished and errored ones run again. ``trial_hook(point)`` runs first in every trial."""
+    unfinished and errored ones run again. ``trial_hook(point)`` runs first in every trial;
+    ``hidden_groups`` get no per-group column (too few held-out respondents)."""
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -180,6 +183,7 @@ def run_tune(
         sweep_dir=str(out),
         loss_columns=loss_columns,
         trial_hook=trial_hook,
+        hidden_groups=hidden_groups,
     )
     if restore is not None:
         # The search space, scheduler, W&B callback and trial states come from the experiment.

@@ -57,6 +57,8 @@ class TrainJob:
     dataset_card: dict[str, Any] | None = None  # named in the exported model's card
     manifest: dict[str, Any] | None = None  # the run's manifest, logged to W&B
     weighting: dict[str, Any] | None = None  # the weights stage's summary, logged to W&B
+    # Groups under report.min_group_n training respondents: no per-group metrics for them.
+    hidden_groups: tuple[str, ...] = ()
 
 
 @dataclass
@@ -85,7 +87,8 @@ def _rows_as_tensors(
     out: dict[str, Any] = {}
     if "group" in part.columns and groups:
         codes = {g: i for i, g in enumerate(groups)}
-        out["group_id"] = torch.tensor([codes[g] for g in part["group"].to_list()])
+        # -1: a group left out (too small to report), counted in no group's metric
+        out["group_id"] = torch.tensor([codes.get(g, -1) for g in part["group"].to_list()])
         out["group_names"] = groups
     n = part.height
     out["weight"] = (
@@ -221,7 +224,7 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
     groups = (
         sorted(rows["group"].drop_nulls().unique().to_list()) if "group" in rows.columns else []
     )
-    groups = groups if len(groups) <= 16 else []
+    groups = [g for g in groups if g not in job.hidden_groups] if len(groups) <= 16 else []
     lengths = np.array(
         [max(e.length for e in seqs) for seqs in zip(*loop.enc.values(), strict=True)]
     )
