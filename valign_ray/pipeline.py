@@ -20,6 +20,7 @@ import yaml
 from valign_ray.config import PipelineConfig, public_config_dict
 from valign_ray.eval.small_groups import shown_group_metrics
 from valign_ray.methods import get_method
+from valign_ray.privacy import personal_data_logging
 from valign_ray.provenance import manifest
 from valign_ray.results import PreparedInputs, RunSummary, SummaryError
 from valign_ray.run_layout import RunLayout, write_text_atomic
@@ -82,6 +83,12 @@ def _run_or_skip(
 
 
 def _run_stages(cfg: PipelineConfig, names: tuple[str, ...]) -> tuple[StageContext, RunSummary]:
+    # Messages of every stage withhold personal values unless the config opts in (privacy.py).
+    with personal_data_logging(cfg.privacy.log_personal_data):
+        return _run_each_stage(cfg, names)
+
+
+def _run_each_stage(cfg: PipelineConfig, names: tuple[str, ...]) -> tuple[StageContext, RunSummary]:
     get_method(cfg.loss.name).check(cfg)
     layout = layout_of(cfg)
     layout.run_dir.mkdir(parents=True, exist_ok=True)
