@@ -33,7 +33,7 @@ def layout_of(cfg: PipelineConfig) -> RunLayout:
     return RunLayout.of(cfg.output_dir, cfg.name)
 
 
-def _recorded(layout: RunLayout) -> RunSummary | None:
+def recorded_summary(layout: RunLayout) -> RunSummary | None:
     if not layout.summary.exists():
         return None
     try:
@@ -96,7 +96,7 @@ def _run_each_stage(cfg: PipelineConfig, names: tuple[str, ...]) -> tuple[StageC
     write_text_atomic(
         layout.config_snapshot, yaml.safe_dump(public_config_dict(cfg), sort_keys=False)
     )
-    earlier = _recorded(layout)
+    earlier = recorded_summary(layout)
     ctx = StageContext(cfg=cfg, layout=layout)
     summary = RunSummary(name=cfg.name, run_dir=str(layout.run_dir))
     wall: dict[str, float] = {}
@@ -131,7 +131,7 @@ def run_is_current(cfg: PipelineConfig) -> bool:
     """True when ``cfg``'s run directory holds a finished run whose every stage fingerprint
     matches what ``cfg`` and its input files give now (so ``run_pipeline`` would skip it all)."""
     layout = layout_of(cfg)
-    earlier = _recorded(layout)
+    earlier = recorded_summary(layout)
     if earlier is None:
         return False
     ctx = StageContext(cfg=cfg, layout=layout)

@@ -166,7 +166,6 @@ def run_tune(
     unfinished and errored ones run again. ``trial_hook(point)`` runs first in every trial;
     ``hidden_groups`` get no per-group column (too few held-out respondents)."""
     from ray import tune
-    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from valign_ray.distributed.grid import check_cpus
 
@@ -190,24 +189,7 @@ def run_tune(
         tuner = tune.Tuner.restore(str(restore), trainable=trainable, resume_errored=True)
         experiment_dir = restore
     else:
-        experiment = f"tune-{time.strftime('%Y%m%d-%H%M%S')}"  # a rerun never mixes with the last
-        experiment_dir = out / experiment
-        tuner = tune.Tuner(
-            trainable,
-            param_space=search_space(sweep),
-            tune_config=tune.TuneConfig(
-                num_samples=sweep.num_samples,
-                scheduler=_scheduler(sweep),
-                # Tune ignores TuneConfig.max_concurrent_trials beside a search generator, and
-                # trials beyond the CPUs deadlock (each driver holds a CPU its workers lack).
-                search_alg=BasicVariantGenerator(
-                    max_concurrent=sweep.max_concurrent_trials, random_state=sweep.seed
-                ),
-            ),
-            run_config=tune.RunConfig(
-                name=experiment, storage_path=str(out), callbacks=wandb_callbacks(cfg), verbose=1
-            ),
-        )
+        tuner, experiment_dir = new_tuner(trainable, sweep, out, callbacks=wandb_callbacks(cfg))
     grid = tuner.fit()
     records = [_record(res, list(sweep.space)) for res in grid]
     # Ctrl+C: Tune stops the running trials (TERMINATED, like finished ones) and never creates
@@ -215,6 +197,35 @@ def run_tune(
     expected = sweep.num_samples * math.prod(len(s.grid) for s in sweep.space.values() if s.grid)
     interrupted = len(records) < expected or any(r["status"] == "unfinished" for r in records)
     return TuneOutcome(records, experiment_dir, interrupted)
+
+
+def new_tuner(
+    trainable: Any, sweep: SweepConfig, out: Path, *, callbacks: list[Any] | None = None
+) -> tuple[Any, Path]:
+    """A Tuner of ``sweep`` (its space, ASHA or FIFO, trials one grid point after another up
+    to ``max_concurrent_trials``) writing under ``out``; returns it and its experiment folder.
+    ``trainable`` is :func:`_trial` bound to the prepared inputs (tests pass a cheap one)."""
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    experiment = f"tune-{time.strftime('%Y%m%d-%H%M%S')}"  # a rerun never mixes with the last
+    tuner = tune.Tuner(
+        trainable,
+        param_space=search_space(sweep),
+        tune_config=tune.TuneConfig(
+            num_samples=sweep.num_samples,
+            scheduler=_scheduler(sweep),
+            # Tune ignores TuneConfig.max_concurrent_trials beside a search generator, and
+            # trials beyond the CPUs deadlock (each driver holds a CPU its workers lack).
+            search_alg=BasicVariantGenerator(
+                max_concurrent=sweep.max_concurrent_trials, random_state=sweep.seed
+            ),
+        ),
+        run_config=tune.RunConfig(
+            name=experiment, storage_path=str(out), callbacks=callbacks, verbose=1
+        ),
+    )
+    return tuner, out / experiment
 
 
 def _record(res: Any, keys: list[str]) -> dict[str, Any]:
