@@ -28,7 +28,10 @@ def test_resume_needs_a_run_directory_with_its_snapshot(tmp_path, capsys) -> Non
     assert main(["run", "configs/smoke.yaml", "--resume", str(tmp_path)]) == 2
     assert "the run's own config is used" in capsys.readouterr().err
     assert main(["run"]) == 2
-    assert "give a CONFIG, or --resume RUN_DIR" in capsys.readouterr().err
+    assert (
+        "the following arguments are required: config (or --resume RUN_DIR)"
+        in capsys.readouterr().err
+    )
 
 
 def test_a_survey_files_run_resumes_only_with_its_salt(tmp_path, monkeypatch) -> None:

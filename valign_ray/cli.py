@@ -62,7 +62,9 @@ def _run(args: argparse.Namespace) -> Any:
         check_same_survey(cfg)
         return run_pipeline(cfg, stages=STAGES[args.command])
     if args.config is None:
-        raise ConfigError(f"{args.command}: give a CONFIG, or --resume RUN_DIR")
+        raise ConfigError(
+            f"{args.command}: the following arguments are required: config (or --resume RUN_DIR)"
+        )
     return run_pipeline(load_config(args.config, _overrides(args)), stages=STAGES[args.command])
 
 
