@@ -42,8 +42,15 @@ def check_same_survey(cfg: PipelineConfig) -> None:
     from valign_ray.pipeline import layout_of, recorded_summary
     from valign_ray.stages import STAGES, StageContext
 
-    survey_salt(cfg.survey)  # collected files without VALIGN_SALT: say so first
     layout = layout_of(cfg)
+    try:  # collected files without VALIGN_SALT: say so first
+        survey_salt(cfg.survey)
+    except ConfigError:
+        raise ConfigError(
+            f"--resume {layout.run_dir}: its config.yaml holds the pseudonymisation salt "
+            "redacted, and collected survey files need it: set VALIGN_SALT to the run's salt "
+            "(export VALIGN_SALT=...)"
+        ) from None
     earlier = recorded_summary(layout)
     recorded = earlier.fingerprints.get("survey") if earlier else None
     if recorded is None:
