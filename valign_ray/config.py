@@ -248,6 +248,19 @@ class EvalConfig:
 
 
 @dataclass(frozen=True, config=STRICT)
+class ReportConfig:
+    # Groups with fewer held-out respondents get no per-group metric in the printed summary,
+    # the report or W&B (summary.json keeps it, listed under suppressed_groups).
+    min_group_n: Int = Field(10, ge=1)
+
+
+@dataclass(frozen=True, config=STRICT)
+class PrivacyConfig:
+    # true lets respondent ids, demographic values and free text into messages and logs.
+    log_personal_data: Bool = False
+
+
+@dataclass(frozen=True, config=STRICT)
 class PipelineConfig:
     name: Str = "run"  # the run's name and folder
     output_dir: Str = "runs"  # the run directory is output_dir/name
@@ -262,6 +275,8 @@ class PipelineConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)  # experiment tracking
     ray: RayConfig = field(default_factory=RayConfig)  # cluster
     eval: EvalConfig = field(default_factory=EvalConfig)  # held-out scoring
+    report: ReportConfig = field(default_factory=ReportConfig)  # what reports may show
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)  # personal data in logs
 
     @property
     def run_dir(self) -> Path:
