@@ -61,6 +61,8 @@ def model_variants(
 
     cfg = spec.pipeline
     soft = tuple(runs.variant_overrides(cfg)["dpo_soft"])
+    if not plan["full"]:
+        soft += (f"train.max_steps={spec.study.smoke_max_steps}",)
     margins = select_margins(load_margins(cfg.weighting.margins), list(cfg.weighting.variables))
     variants, meta = [], {}
     arms = ("weighted", "unweighted") if plan["full"] else ("weighted",)

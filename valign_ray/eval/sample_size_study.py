@@ -54,7 +54,9 @@ class StudyConfig:
     share_error_max: Float = Field(0.05, gt=0)  # recommendation: weighted worst-group error
     a_tolerance: Float = Field(0.01, ge=0)  # recommendation: model A within this of the oracle
     smoke_n: tuple[Int, Int] = (100, 400)  # --smoke: these two n, seed 0, one model run
-    max_concurrent: Int = Field(1, ge=1)  # trials at once (data layer and training)
+    smoke_max_steps: Int = Field(20, ge=1)  # --smoke: optimizer steps of its one model run
+    max_concurrent: Int = Field(1, ge=1)  # training trials at once
+    data_concurrent: Int = Field(1, ge=1)  # data-layer trials at once (1 CPU each)
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -179,7 +181,7 @@ def run_data_layer(spec: StudyFile, exp: Path, plan: dict[str, Any], name: str) 
         todo,
         storage_path=exp / ".tune",
         name=f"{name}-data-{time.strftime('%Y%m%d-%H%M%S')}",
-        max_concurrent=spec.study.max_concurrent,
+        max_concurrent=spec.study.data_concurrent,
         ray_config=spec.pipeline.ray,
         env_vars={"WANDB_RUN_GROUP": name},
     )
