@@ -203,6 +203,18 @@ def test_study_file_errors_name_the_key(override: str, message: str) -> None:
         load_study(CONFIG, [override])
 
 
+def test_entry_script_bad_config_is_one_line_exit_2(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = CONFIG.parents[1] / "experiments" / "sample_size.py"
+    args = [str(CONFIG), "--set", "study.model_biases=[typo]", "--output-dir", str(tmp_path)]
+    done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("config error: ") and "study.model_biases: ['typo']" in line
+
+
 @pytest.mark.ray
 def test_smoke_run_end_to_end(ray_session, tmp_path: Path) -> None:
     """--smoke: two n x three bias levels x one seed through Tune, one weighted 20-step model
