@@ -62,7 +62,8 @@ def model_variants(
     cfg = spec.pipeline
     soft = tuple(runs.variant_overrides(cfg)["dpo_soft"])
     if not plan["full"]:
-        soft += (f"train.max_steps={spec.study.smoke_max_steps}",)
+        # the smoke's one run: short, and no W&B start-up (test_experiment covers the grouping)
+        soft += (f"train.max_steps={spec.study.smoke_max_steps}", "wandb.enabled=false")
     margins = select_margins(load_margins(cfg.weighting.margins), list(cfg.weighting.variables))
     variants, meta = [], {}
     arms = ("weighted", "unweighted") if plan["full"] else ("weighted",)
