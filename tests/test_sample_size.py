@@ -176,6 +176,46 @@ def test_recommendation_per_bias_from_seed_means() -> None:
     assert no_models["oracle_a"].null_count() == 2 and no_models["n_model"].null_count() == 2
 
 
+def test_write_report_with_an_oracle(tmp_path: Path) -> None:
+    """recommendation.csv/.md and six plots from hand tables, the oracle line included."""
+    from valign_ray.eval.sample_size_report import write_report
+
+    data = pl.DataFrame(
+        {
+            "bias": ["none"] * 4,
+            "n": [100, 100, 400, 400],
+            "seed": [0, 1, 0, 1],
+            **{
+                f"{arm}_{m}": [0.08, 0.06, 0.03, 0.02]
+                for arm in ("weighted", "unweighted")
+                for m in ("share_mean_error", "share_worst_group_error", "constitution_jaccard")
+            },
+        }
+    )
+    models = pl.DataFrame(
+        {
+            "arm": ["oracle", "weighted", "weighted", "unweighted"],
+            "bias": ["population", "none", "none", "none"],
+            "n": [20000, 100, 400, 400],
+            "a_population": [0.9, 0.8, 0.895, 0.85],
+            "worst_group_a": [0.8, 0.7, 0.79, 0.75],
+            "majority_agreement": [1.0, 0.8, 1.0, 0.9],
+        }
+    )
+    study = load_study(CONFIG).study
+    rec = write_report(study, data, models, tmp_path)
+    assert rec.row(0, named=True) == {
+        "bias": "none",
+        "n_share": 400,  # mean 0.07 at 100, 0.025 at 400
+        "share_error_at_n": pytest.approx(0.025),
+        "n_model": 400,  # 0.895 >= 0.9 - 0.01; 0.8 is not
+        "oracle_a": pytest.approx(0.9),
+    }
+    md = (tmp_path / "recommendation.md").read_text()
+    assert "| none | 400 | 0.025 | 400 | 0.900 |" in md
+    assert len(list((tmp_path / "plots").glob("*.png"))) == 6
+
+
 def test_study_file_loads_and_plans() -> None:
     spec = load_study(CONFIG)
     assert set(spec.study.biases) == {"none", "default", "strong"}
