@@ -18,7 +18,11 @@ from valign_ray.eval.sample_size import (
     share_estimates,
     true_consensus,
 )
-from valign_ray.eval.sample_size_report import recommendation, smallest_n
+from valign_ray.eval.sample_size_report import (
+    recommendation,
+    recommendation_markdown,
+    smallest_n,
+)
 from valign_ray.eval.sample_size_study import load_study, study_plan
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "sample_size.yaml"
@@ -171,7 +175,12 @@ def test_recommendation_per_bias_from_seed_means() -> None:
     assert rows["default"]["share_error_at_n"] == pytest.approx(0.045)
     assert rows["default"]["n_model"] == 400
     assert rows["default"]["oracle_a"] == pytest.approx(0.90)
+    assert rows["default"]["model_runs"] == 4
     assert rows["strong"]["n_share"] is None and rows["strong"]["n_model"] is None
+    assert rows["strong"]["model_runs"] == 0
+    md = recommendation_markdown(rec, 0.05, 0.01)
+    assert "| default | 400 | 0.045 | 400 | 0.900 |" in md
+    assert "| strong | none in the grid | none in the grid | n/a: no model runs | 0.900 |" in md
     no_models = recommendation(data, models.clear(), share_error_max=0.05, a_tolerance=0.01)
     assert no_models["oracle_a"].null_count() == 2 and no_models["n_model"].null_count() == 2
 
@@ -209,6 +218,7 @@ def test_write_report_with_an_oracle(tmp_path: Path) -> None:
         "n_share": 400,  # mean 0.07 at 100, 0.025 at 400
         "share_error_at_n": pytest.approx(0.025),
         "n_model": 400,  # 0.895 >= 0.9 - 0.01; 0.8 is not
+        "model_runs": 2,
         "oracle_a": pytest.approx(0.9),
     }
     md = (tmp_path / "recommendation.md").read_text()

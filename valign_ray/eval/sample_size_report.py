@@ -31,7 +31,14 @@ MODEL_MEASURES = {
     "worst_group_a": "worst-group A",
     "majority_agreement": "majority agreement",
 }
-RECOMMENDATION_COLUMNS = ("bias", "n_share", "share_error_at_n", "n_model", "oracle_a")
+RECOMMENDATION_COLUMNS = (
+    "bias",
+    "n_share",
+    "share_error_at_n",
+    "n_model",
+    "model_runs",
+    "oracle_a",
+)
 
 
 def smallest_n(means: dict[int, float], ok: Any) -> int | None:
@@ -70,8 +77,8 @@ def recommendation(
     share_error_max: float,
     a_tolerance: float,
 ) -> pl.DataFrame:
-    """One row per bias level of ``data``: ``n_share`` and the mean error there, ``n_model`` and
-    the oracle's A (module docstring)."""
+    """One row per bias level of ``data``: ``n_share`` and the mean error there, ``n_model``, the
+    weighted model runs it rests on (``model_runs``) and the oracle's A (module docstring)."""
     share = seed_means(data, "weighted_share_worst_group_error", ("bias", "n"))
     oracle = models.filter(pl.col("arm") == "oracle")["a_population"] if models.height else None
     oracle_a = float(oracle.mean()) if oracle is not None and oracle.len() else None
@@ -79,22 +86,24 @@ def recommendation(
     for bias in data["bias"].unique(maintain_order=True).sort().to_list():
         means = dict(share.filter(pl.col("bias") == bias).select("n", "mean").iter_rows())
         n_share = smallest_n(means, lambda e: e <= share_error_max)
-        n_model = None
-        if oracle_a is not None:
+        n_model, arm = None, models.clear()
+        if models.height:
             arm = models.filter((pl.col("arm") == "weighted") & (pl.col("bias") == bias))
+        if oracle_a is not None and arm.height:
             a = dict(seed_means(arm, "a_population", ("n",)).select("n", "mean").iter_rows())
-            n_model = smallest_n(a, lambda v: v >= oracle_a - a_tolerance) if a else None
+            n_model = smallest_n(a, lambda v: v >= oracle_a - a_tolerance)
         rows.append(
             {
                 "bias": bias,
                 "n_share": n_share,
                 "share_error_at_n": means.get(n_share) if n_share else None,
                 "n_model": n_model,
+                "model_runs": arm.height,
                 "oracle_a": oracle_a,
             }
         )
     schema = {"bias": pl.String, "n_share": pl.Int64, "share_error_at_n": pl.Float64}
-    schema |= {"n_model": pl.Int64, "oracle_a": pl.Float64}
+    schema |= {"n_model": pl.Int64, "model_runs": pl.Int64, "oracle_a": pl.Float64}
     return pl.DataFrame(rows, schema=schema)
 
 
@@ -112,7 +121,8 @@ def recommendation_markdown(rec: pl.DataFrame, share_error_max: float, a_toleran
     ]
     for r in rec.iter_rows(named=True):
         oracle = "no oracle run" if r["oracle_a"] is None else f"{r['oracle_a']:.3f}"
-        n_model = "n/a" if r["oracle_a"] is None else cell(r["n_model"])
+        n_model = "n/a: no oracle run" if r["oracle_a"] is None else cell(r["n_model"])
+        n_model = n_model if r["model_runs"] else "n/a: no model runs"
         lines.append(
             f"| {r['bias']} | {cell(r['n_share'])} | {cell(r['share_error_at_n'], '{:.3f}')} | "
             f"{n_model} | {oracle} |"
