@@ -36,6 +36,10 @@ def test_every_config_loads(path: Path) -> None:
         from valign_ray.sweeps import load_sweep
 
         cfg = load_sweep(path).pipeline
+    elif "study" in load_yaml(path):  # a sample-size study: a study section plus a pipeline
+        from valign_ray.eval.sample_size_study import load_study
+
+        cfg = load_study(path).pipeline
     else:
         cfg = load_config(path)
     assert isinstance(cfg, PipelineConfig)
