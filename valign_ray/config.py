@@ -124,6 +124,33 @@ class CaiSamplingConfig:
     seed: Int = Field(0, ge=0)  # record seeds derive from this and the record's key
 
 
+Share = Annotated[Float, Field(ge=0, le=1)]
+
+
+@dataclass(frozen=True, config=STRICT)
+class CaiPromptsConfig:
+    """Where SL-CAI prompts come from (:mod:`valign_ray.cai.prompts`); sources add up."""
+
+    survey_items: Bool = True  # every survey item's text
+    file: Str | None = None  # JSONL or CSV with prompt_id, prompt (bad rows quarantined)
+    hh_rlhf: Str | None = None  # HH-RLHF .jsonl(.gz): each conversation's first human turn
+    hh_rlhf_max: Int = Field(200, ge=1)  # at most this many HH-RLHF prompts (file order)
+
+
+@dataclass(frozen=True, config=STRICT)
+class CaiFeedbackConfig:
+    """How RL-CAI labels its pairs (:mod:`valign_ray.cai.feedback`)."""
+
+    # choice: a feedback model picks the option that better follows a principle; implicit_reward:
+    # the run's survey-aligned model scores each answer (log pi - log pi_ref, beta = loss.beta).
+    mode: Literal["choice", "implicit_reward"] = "choice"
+    model: Str | None = None  # choice: a local HF folder; null: the SL-CAI model
+    options: tuple[Str, Str] = ("(A)", "(B)")  # choice: the continuations scored for A and B
+    principles_per_pair: Int = Field(1, ge=1)  # choice: labels averaged over M principles
+    clamp: tuple[Share, Share] | None = None  # choice: labels clamped to [lo, hi]; null: none
+    batch_size: Int = Field(16, ge=1)  # sequences per feedback forward pass
+
+
 @dataclass(frozen=True, config=STRICT)
 class CaiConfig:
     """Constitutional AI from the survey's constitution (critique, revise, compare)."""
@@ -140,6 +167,13 @@ class CaiConfig:
     sampling: CaiSamplingConfig = field(default_factory=CaiSamplingConfig)  # text generation
     batch_size: Int = Field(16, ge=1)  # prompts per generate call
     replicas: Int = Field(1, ge=1)  # Ray Data model replicas (one per GPU in production)
+    prompts: CaiPromptsConfig = field(default_factory=CaiPromptsConfig)  # SL-CAI input
+    rounds: Int = Field(1, ge=1)  # SL-CAI critique-revision rounds per prompt
+    # SFT row weight: support (the overall support of the final round's principle) or one.
+    sft_weight: Literal["support", "one"] = "support"
+    samples_per_prompt: Int = Field(2, ge=2)  # RL-CAI: answers per prompt, every two paired
+    feedback: CaiFeedbackConfig = field(default_factory=CaiFeedbackConfig)  # labels
+    rl_loss: Literal["dpo", "kto"] = "dpo"  # RL-CAI: soft-label DPO, or KTO weighted by label
 
 
 @dataclass(frozen=True, config=STRICT)

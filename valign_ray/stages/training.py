@@ -193,33 +193,59 @@ def _weighting_json(ctx: StageContext) -> dict[str, Any] | None:
     return None if result is None else result_to_json(result)
 
 
-def run_train(ctx: StageContext) -> TrainResult:
-    """Ray Train + DeepSpeed; the final checkpoint's Hugging Face export becomes ``model/``."""
+def train_to_folder(
+    ctx: StageContext,
+    cfg: PipelineConfig,
+    rows: pl.DataFrame,
+    *,
+    model_path: Path,
+    stage: str,
+    folder: Path,
+    checkpoint: Path,
+    dataset_card: dict[str, Any],
+) -> TrainResult:
+    """Ray Train + DeepSpeed on ``rows`` with ``cfg``'s method, from ``model_path``; the final
+    checkpoint goes to ``checkpoint`` and its Hugging Face export to ``folder`` (the train
+    stage's ``model/``, or a CAI stage's)."""
     from valign_ray.distributed.trainer import fit
     from valign_ray.provenance import manifest
     from valign_ray.train.worker import HF_EXPORT, TrainJob
 
     layout = ctx.layout
     job = TrainJob(
-        config=ctx.cfg,
-        model_path=str(base_model_path(ctx).resolve()),
+        config=cfg,
+        model_path=str(model_path.resolve()),
         wandb_dir=str(layout.wandb_dir.resolve()),
-        metrics_path=str(layout.train_metrics.resolve()),
-        dataset_card=ctx.results["datasets"].to_json(),
+        metrics_path=str((folder.parent / "train_metrics.jsonl").resolve()),
+        dataset_card=dataset_card,
         manifest=manifest(ctx.input_files),
         weighting=_weighting_json(ctx),
     )
     # Same inputs -> same name -> Ray Train resumes an interrupted run from its latest
     # checkpoint; anything different starts afresh beside it.
-    name = f"train-{ctx.fingerprints['train'][:10]}"
+    name = f"{stage}-{ctx.fingerprints[stage][:10]}"
     print(f"training run {name} (rerun the same command to resume it)", flush=True)
-    result = fit(job, scored_rows(ctx), storage_path=layout.ray_train, name=name)
-    shutil.rmtree(layout.checkpoint, ignore_errors=True)
-    result.checkpoint.to_directory(str(layout.checkpoint))
-    shutil.rmtree(layout.model, ignore_errors=True)
-    shutil.copytree(layout.checkpoint / HF_EXPORT, layout.model)
+    result = fit(job, rows, storage_path=layout.ray_train, name=name)
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    result.checkpoint.to_directory(str(checkpoint))
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(checkpoint / HF_EXPORT, folder)
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)}
-    return TrainResult(metrics=metrics, model_path=str(layout.model))
+    return TrainResult(metrics=metrics, model_path=str(folder))
+
+
+def run_train(ctx: StageContext) -> TrainResult:
+    """Ray Train + DeepSpeed; the final checkpoint's Hugging Face export becomes ``model/``."""
+    return train_to_folder(
+        ctx,
+        ctx.cfg,
+        scored_rows(ctx),
+        model_path=base_model_path(ctx),
+        stage="train",
+        folder=ctx.layout.model,
+        checkpoint=ctx.layout.checkpoint,
+        dataset_card=ctx.results["datasets"].to_json(),
+    )
 
 
 def _train_inputs(ctx: StageContext) -> dict[str, Any]:
