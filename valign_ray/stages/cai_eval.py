@@ -15,7 +15,7 @@ from valign_ray.config import PipelineConfig
 from valign_ray.config_loader import to_dict
 from valign_ray.results import CaiEvalResult
 from valign_ray.stages.base import Stage, StageContext
-from valign_ray.stages.cai_rl import needs_train
+from valign_ray.stages.cai_rl import feedback_labels, needs_train
 from valign_ray.stages.training import (
     base_model_path,
     eval_data,
@@ -38,24 +38,13 @@ def feedback_agreement(ctx: StageContext, pairs: pl.DataFrame) -> dict[str, floa
     """The implicit-reward labels of the held-out respondents' pairs (``chosen`` as answer A):
     the weighted share with label > 0.5 (the feedback prefers what the respondent chose), and
     the weighted mean label."""
-    from valign_ray.cai.feedback import implicit_reward_labels
-    from valign_ray.models import load_model, load_tokenizer
-
-    base = base_model_path(ctx)
     asked = pairs.select(
         pl.format("heldout:{}", pl.int_range(pl.len())).alias("pair_id"),
         pl.col("prompt").alias("question"),
         pl.col("chosen").alias("response_a"),
         pl.col("rejected").alias("response_b"),
     )
-    labelled = implicit_reward_labels(
-        asked,
-        load_model(ctx.layout.model).eval(),
-        load_model(base).eval(),
-        load_tokenizer(base),
-        beta=ctx.cfg.loss.beta,
-        batch_size=ctx.cfg.cai.feedback.batch_size,
-    )
+    labelled = feedback_labels(ctx, asked)
     w = pairs["weight"].to_numpy()
     label = labelled["label"].to_numpy()
     return {

@@ -36,32 +36,42 @@ def rl_config(cfg: PipelineConfig) -> PipelineConfig:
     return with_loss(cfg, "kto")
 
 
-def feedback_labels(ctx: StageContext, pairs: pl.DataFrame, sl_model: Any) -> pl.DataFrame:
-    """Labelled ``pairs``: ``choice`` by the feedback model (``cai.feedback.model`` or the SL-CAI
-    model) reading the comparison prompt; ``implicit_reward`` by the run's survey-aligned model
-    against the base model, with ``loss.beta``."""
-    from valign_ray.cai.feedback import choice_labels, implicit_reward_labels
+def label_pairs(
+    fns: tuple[Any, Any],
+    pairs: pl.DataFrame,
+    cfg: PipelineConfig,
+    models: dict[str, str],
+    device: str,
+) -> pl.DataFrame:
+    """Labelled ``pairs`` (plain: runs in this process or in a Ray task): ``choice`` by
+    ``models["feedback"]`` reading the comparison prompt; ``implicit_reward`` by
+    ``models["policy"]`` against ``models["reference"]`` with ``loss.beta``. ``fns`` are
+    (choice_labels, implicit_reward_labels), resolved by the caller."""
+    from valign_ray.cai.constitution import load_constitution
+    from valign_ray.cai.templates import load_templates
     from valign_ray.models import load_model, load_tokenizer
 
-    cfg, fb = ctx.cfg, ctx.cfg.cai.feedback
+    choice_labels, implicit_reward_labels = fns
+    fb = cfg.cai.feedback
+
+    def model(key: str) -> Any:
+        return load_model(models[key]).to(device).eval()
+
     if fb.mode == "implicit_reward":
-        base = base_model_path(ctx)
         return implicit_reward_labels(
             pairs,
-            load_model(ctx.layout.model).eval(),
-            load_model(base).eval(),
-            load_tokenizer(base),
+            model("policy"),
+            model("reference"),
+            load_tokenizer(models["reference"]),
             beta=cfg.loss.beta,
             batch_size=fb.batch_size,
         )
-    constitution, templates = load_cai_inputs(ctx)
-    path = fb.model or sl_model
     return choice_labels(
         pairs,
-        constitution,
-        templates,
-        load_model(path).eval(),
-        load_tokenizer(path),
+        load_constitution(models["constitution"]),
+        load_templates(cfg.cai.templates),
+        model("feedback"),
+        load_tokenizer(models["feedback"]),
         options=tuple(fb.options),
         principles_per_pair=fb.principles_per_pair,
         principle_sampling=cfg.cai.principle_sampling,
@@ -69,6 +79,33 @@ def feedback_labels(ctx: StageContext, pairs: pl.DataFrame, sl_model: Any) -> pl
         clamp=tuple(fb.clamp) if fb.clamp is not None else None,
         batch_size=fb.batch_size,
     )
+
+
+def feedback_models(ctx: StageContext) -> dict[str, str]:
+    """The folders the feedback reads (and the constitution file for ``choice``)."""
+    from valign_ray.stages.cai_sl import constitution_path
+
+    if needs_train(ctx.cfg):
+        return {"policy": str(ctx.layout.model), "reference": str(base_model_path(ctx))}
+    sl_model = ctx.layout.cai_dir("sl") / "model"
+    return {
+        "feedback": str(ctx.cfg.cai.feedback.model or sl_model),
+        "constitution": str(constitution_path(ctx)),
+    }
+
+
+def feedback_labels(ctx: StageContext, pairs: pl.DataFrame) -> pl.DataFrame:
+    """:func:`label_pairs` in this process on CPU; with ``train.use_gpu``, in a Ray task on
+    one GPU (the driver of a GPU cluster may have none)."""
+    from valign_ray.cai.feedback import choice_labels, implicit_reward_labels
+
+    fns = (choice_labels, implicit_reward_labels)
+    args = (fns, pairs, ctx.cfg, feedback_models(ctx))
+    if not ctx.cfg.train.use_gpu:
+        return label_pairs(*args, device="cpu")
+    from valign_ray.distributed.remote import run_in_task
+
+    return run_in_task(label_pairs, *args, device="cuda", num_gpus=1.0)
 
 
 def _training_rows(cfg: PipelineConfig, labelled: pl.DataFrame, sl_model: Any) -> pl.DataFrame:
@@ -114,18 +151,16 @@ def run_cai_rl(ctx: StageContext) -> CaiRlResult:
             "prefer; sample with cai.sampling.temperature > 0 or more cai.sampling.max_new_tokens"
         )
     t0 = time.perf_counter()
-    labelled = feedback_labels(ctx, pairs, sl_model)
+    labelled = feedback_labels(ctx, pairs)
     feedback_s = round(time.perf_counter() - t0, 2)
     rows = _training_rows(cfg, labelled, sl_model)
     for name, frame in (("samples", samples), ("pairs", labelled), ("quarantine", bad)):
         write_parquet_atomic(frame, out / f"{name}.parquet")
     write_parquet_atomic(rows, out / "rows.parquet")
     fingerprints = {"generation": model_fingerprint(sl_model)}
-    if cfg.cai.feedback.mode == "choice":
-        fingerprints["feedback"] = model_fingerprint(cfg.cai.feedback.model or sl_model)
-    else:
-        fingerprints["policy"] = model_fingerprint(ctx.layout.model)
-        fingerprints["reference"] = model_fingerprint(base_model_path(ctx))
+    for role, path in feedback_models(ctx).items():
+        if role != "constitution":
+            fingerprints[role] = model_fingerprint(path)
     hist = label_histogram(labelled["label"])
     card = cai_card(
         rows,
