@@ -303,3 +303,48 @@ def test_summary_keeps_cai_sections_under_one_key() -> None:
     assert RunSummary.from_json(data).results["cai_eval"] == summary.results["cai_eval"]
     with pytest.raises(SummaryError, match=r"cai\.bogus"):
         RunSummary.from_json({**data, "cai": {"bogus": {}}})
+
+
+def test_report_section_shows_labels_principles_and_examples(tmp_path) -> None:
+    from valign_ray.eval.report_cai import cai_section
+    from valign_ray.results import CaiEvalResult, CaiRlResult, CaiSlResult, RunSummary
+
+    gen = {"records": 6, "tokens": 18, "seconds": 2.0, "tokens_per_s": 9.0}
+    results = {
+        "cai_sl": CaiSlResult({"survey": 2}, {}, {"answer": 2}, 2, gen, {}, "m"),
+        "cai_rl": CaiRlResult(
+            4,
+            2,
+            {},
+            "choice",
+            0.6,
+            [0] * 5 + [1, 1] + [0] * 3,
+            {"p1": 0.6},
+            "dpo",
+            2,
+            gen,
+            1.0,
+            {},
+            "m",
+        ),
+        "cai_eval": CaiEvalResult({"base": {"margin": 0.1}, "rl_cai": {"margin": 0.2}}),
+    }
+    assert cai_section(tmp_path, RunSummary("r", str(tmp_path))) is None
+    log: list[pl.DataFrame] = []
+    prompts = pl.DataFrame(
+        {"prompt_id": ["a", "b", "c", "d"], "source": ["x"] * 4, "question": ["Q"] * 4}
+    ).with_row_index("row_idx")
+    records = sl_cai_records(
+        prompts, CONSTITUTION, TEMPLATES, None, _scripted(log),
+        rounds=1, principle_sampling="uniform", seed=0, model_fingerprint="fp",
+    )  # fmt: skip
+    (tmp_path / "cai" / "sl").mkdir(parents=True)
+    records.write_parquet(tmp_path / "cai" / "sl" / "records.parquet")
+    sec = cai_section(tmp_path, RunSummary("r", str(tmp_path), results=results))
+    tables = {b.key: b for b in sec.blocks if hasattr(b, "rows")}
+    assert tables["cai_principles"].rows == [["p1", 0.6]]
+    assert tables["cai_eval"].rows == [["base", 0.1], ["rl_cai", 0.2]]
+    shown = tables["cai_examples"].rows
+    assert len(shown) == 9  # 3 prompts x (answer, critique, revision)
+    assert [r[2] for r in shown[:3]] == ["answer", "critique", "revision"]
+    assert any(getattr(b, "key", "") == "cai_labels" for b in sec.blocks)

@@ -88,3 +88,5 @@ def test_heldout_table_and_rerun_skips(cai_run, capsys) -> None:
     assert {"cai_sl", "cai_rl", "cai_eval"} <= set(again.skipped)
     assert "train" not in again.wall_s  # choice feedback needs no survey-trained model
     assert "held-out metric" in capsys.readouterr().out
+    report = (cfg.run_dir / "report.md").read_text()
+    assert "Constitutional AI" in report and "Critique and revision examples" in report

@@ -62,6 +62,10 @@ def run_cai(cfg: PipelineConfig) -> RunSummary:
     stages = cai_stages(cfg)
     _, summary = _run_stages(cfg, tuple(s.name for s in stages), stages)
     print(format_cai_summary(summary), flush=True)
+    from valign_ray.eval.report import write_report
+
+    # Last, because the report reads summary.json (its Constitutional AI section included).
+    print(f"report: {write_report(Path(summary.run_dir))['html']}", flush=True)
     return summary
 
 
