@@ -126,12 +126,10 @@ def _training_rows(cfg: PipelineConfig, labelled: pl.DataFrame, sl_model: Any) -
 
 def run_cai_rl(ctx: StageContext) -> CaiRlResult:
     """Sample, pair, label, train (module docstring)."""
-    from valign_ray.cai.cards import cai_card, provenance, write_cai_card
-    from valign_ray.cai.rl import label_histogram, make_pairs, principle_means, sample_answers
-    from valign_ray.cai.sl import generation_stats
+    from valign_ray.cai.cards import write_cai_card
+    from valign_ray.cai.rl import make_pairs, sample_answers
     from valign_ray.models import load_tokenizer
     from valign_ray.stages.training import train_to_folder
-    from valign_ray.train.reference import model_fingerprint
 
     cfg, out = ctx.cfg, ctx.layout.cai_dir("rl")
     sl_model = ctx.layout.cai_dir("sl") / "model"
@@ -157,31 +155,7 @@ def run_cai_rl(ctx: StageContext) -> CaiRlResult:
     for name, frame in (("samples", samples), ("pairs", labelled), ("quarantine", bad)):
         write_parquet_atomic(frame, out / f"{name}.parquet")
     write_parquet_atomic(rows, out / "rows.parquet")
-    fingerprints = {"generation": model_fingerprint(sl_model)}
-    for role, path in feedback_models(ctx).items():
-        if role != "constitution":
-            fingerprints[role] = model_fingerprint(path)
-    hist = label_histogram(labelled["label"])
-    card = cai_card(
-        rows,
-        f"cai-rl-{cfg.cai.rl_loss}",
-        samples=samples.height,
-        pairs=labelled.height,
-        quarantined=_reasons(bad),
-        **provenance(*load_cai_inputs(ctx)),
-        sampling=to_dict(cfg.cai.sampling),
-        feedback=to_dict(cfg.cai.feedback),
-        models=fingerprints,
-        labels={
-            "mean": float(labelled["label"].mean()),
-            "histogram_10_bins": hist,
-            "per_principle_mean": principle_means(labelled),
-        },
-        generation=generation_stats(
-            samples.with_columns(pl.col("completion_ids").list.len().alias("n_tokens")),
-            generate_fn.seconds,
-        ),
-    )
+    card = _rl_card(ctx, rows, samples, labelled, bad, generate_fn.seconds)
     write_cai_card(card, out)
     rl_cfg = rl_config(cfg)
     trained = train_to_folder(
@@ -200,7 +174,7 @@ def run_cai_rl(ctx: StageContext) -> CaiRlResult:
         quarantined=card["quarantined"],
         feedback_mode=cfg.cai.feedback.mode,
         label_mean=card["labels"]["mean"],
-        label_histogram=hist,
+        label_histogram=card["labels"]["histogram_10_bins"],
         principle_means=card["labels"]["per_principle_mean"],
         loss=cfg.cai.rl_loss,
         train_rows=rows.height,
@@ -208,6 +182,48 @@ def run_cai_rl(ctx: StageContext) -> CaiRlResult:
         feedback_s=feedback_s,
         train=trained.metrics,
         model_path=str(out / "model"),
+    )
+
+
+def _rl_card(
+    ctx: StageContext,
+    rows: pl.DataFrame,
+    samples: pl.DataFrame,
+    labelled: pl.DataFrame,
+    bad: pl.DataFrame,
+    seconds: float,
+) -> dict[str, Any]:
+    """RL-CAI's dataset card: counts, provenance, feedback settings, model fingerprints
+    (generation and feedback), the label distribution and generation speed."""
+    from valign_ray.cai.cards import cai_card, provenance
+    from valign_ray.cai.rl import label_histogram, principle_means
+    from valign_ray.cai.sl import generation_stats
+    from valign_ray.train.reference import model_fingerprint
+
+    cfg = ctx.cfg
+    fingerprints = {"generation": model_fingerprint(ctx.layout.cai_dir("sl") / "model")}
+    for role, path in feedback_models(ctx).items():
+        if role != "constitution":
+            fingerprints[role] = model_fingerprint(path)
+    return cai_card(
+        rows,
+        f"cai-rl-{cfg.cai.rl_loss}",
+        samples=samples.height,
+        pairs=labelled.height,
+        quarantined=_reasons(bad),
+        **provenance(*load_cai_inputs(ctx)),
+        sampling=to_dict(cfg.cai.sampling),
+        feedback=to_dict(cfg.cai.feedback),
+        models=fingerprints,
+        labels={
+            "mean": float(labelled["label"].mean()),
+            "histogram_10_bins": label_histogram(labelled["label"]),
+            "per_principle_mean": principle_means(labelled),
+        },
+        generation=generation_stats(
+            samples.with_columns(pl.col("completion_ids").list.len().alias("n_tokens")),
+            seconds,
+        ),
     )
 
 
