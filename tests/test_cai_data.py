@@ -297,9 +297,14 @@ def test_label_histogram_and_principle_means() -> None:
 def test_summary_keeps_cai_sections_under_one_key() -> None:
     from valign_ray.results import CaiEvalResult, RunSummary, SummaryError
 
-    summary = RunSummary("r", "runs/r", results={"cai_eval": CaiEvalResult(models={"base": {}})})
+    summary = RunSummary(
+        "r",
+        "runs/r",
+        results={"cai_eval": CaiEvalResult(models={"base": {}})},
+        wall_s={"train": 3.0, "cai_eval": 1.5},
+    )
     data = summary.to_json()
-    assert data["cai"] == {"eval": {"models": {"base": {}}}}
+    assert data["cai"] == {"eval": {"models": {"base": {}}}, "wall_s": {"cai_eval": 1.5}}
     assert RunSummary.from_json(data).results["cai_eval"] == summary.results["cai_eval"]
     with pytest.raises(SummaryError, match=r"cai\.bogus"):
         RunSummary.from_json({**data, "cai": {"bogus": {}}})

@@ -73,7 +73,8 @@ def test_records_keep_their_provenance(cai_run) -> None:
     assert {"pair_id", "label", "label_ab", "label_ba", "principle_ids"} <= set(pairs.columns)
     assert pairs["label"].is_between(0, 1).all()
     on_disk = json.loads((cfg.run_dir / "summary.json").read_text())
-    assert set(on_disk["cai"]) == {"sl", "rl", "eval"}
+    assert set(on_disk["cai"]) == {"sl", "rl", "eval", "wall_s"}
+    assert set(on_disk["cai"]["wall_s"]) == {"cai_sl", "cai_rl", "cai_eval"}
     assert on_disk["cai"]["sl"]["generation"]["tokens"] == records["n_tokens"].sum()
 
 

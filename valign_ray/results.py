@@ -256,6 +256,8 @@ class RunSummary:
                     out[section] = value
                 else:  # the CAI stages share one "cai" section
                     out.setdefault("cai", {})[key] = value
+        if "cai" in out:  # the CAI stages' wall times again, beside their counts
+            out["cai"]["wall_s"] = {s: self.wall_s[s] for s in CAI_SECTIONS if s in self.wall_s}
         out.update(wall_s=self.wall_s, fingerprints=self.fingerprints, skipped=self.skipped)
         out["manifest"] = self.manifest
         return out
@@ -263,7 +265,8 @@ class RunSummary:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunSummary:
         data = dict(data)
-        cai = data.pop("cai", {})
+        cai = dict(data.pop("cai", {}))
+        cai.pop("wall_s", None)  # a copy of wall_s's CAI entries
         unknown = sorted(set(data) - set(SECTIONS) - set(cls.TOP_KEYS))
         unknown += [f"cai.{k}" for k in sorted(set(cai) - set(CAI_SECTIONS.values()))]
         if unknown:
