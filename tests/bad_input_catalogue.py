@@ -36,7 +36,8 @@ Call = list[str] | Callable[[], object]  # argv for valign, or a library call
 @dataclass(frozen=True)
 class Case:
     name: str  # a short id
-    kind: str  # what sort of input: survey, instrument, margins, config, model, polis, cli, cai
+    # what sort of input: survey, platform, instrument, margins, config, model, polis, cli, cai
+    kind: str
     input: str  # what is wrong with it, for the doc
     make: Callable[[Path], Call]  # writes the bad input under a folder; says how to run it
     expect: tuple[str, ...]  # fragments the answer must hold (the file, the row, the field)
@@ -307,6 +308,82 @@ def _survey_cases() -> list[Case]:
     ]  # fmt: skip
 
 
+PLATFORMS = EXAMPLES / "platforms"
+PLATFORM_FILES = {"instrument": "instrument.yaml", "responses": "qualtrics_responses.csv",
+                  "panel": "prolific_demographics.csv", "mapping": "mapping.yaml"}  # fmt: skip
+
+
+def _platform(d: Path, *sets: str, **replace: str) -> list[str]:
+    """valign ingest on configs/files_example.yaml, with copies of its platform files, some
+    replaced (by role: instrument, responses, panel, mapping)."""
+    keys = []
+    for role, name in PLATFORM_FILES.items():
+        path = d / name
+        _write(path, replace[role] if role in replace else (PLATFORMS / name).read_text())
+        keys += ["--set", f"survey.files.{role}={path}"]
+    sets_argv = [a for item in ("survey.salt=s3cret", *sets) for a in ("--set", item)]
+    config = str(REPO / "configs" / "files_example.yaml")
+    return ["ingest", config, "--output-dir", str(d / "runs"), *keys, *sets_argv]
+
+
+def _platform_row(d: Path, cell: str) -> Callable[[], object]:
+    """Ingest a one-response Qualtrics export whose q1_1 cell is ``cell``; the answer is the
+    first quarantined row."""
+    lines = (PLATFORMS / "qualtrics_responses.csv").read_text().splitlines()
+    fields = lines[4].split(",")  # response 2: a good one
+    fields[11] = cell
+    responses = _write(d / "responses.csv", "\n".join([*lines[:3], ",".join(fields)]) + "\n")
+
+    def run() -> str:
+        from valign_ray.config import load_config
+        from valign_ray.survey.instrument import load_instrument
+        from valign_ray.survey.platforms.convert import ingest_platform
+
+        cfg = load_config(REPO / "configs" / "files_example.yaml")
+        files = cfg.survey.files.__class__(
+            **{**vars(cfg.survey.files), "responses": str(responses)}
+        )
+        result = ingest_platform(
+            load_instrument(files.instrument), files, quarantine_dir=d / "q", salt="s3cret"
+        )
+        src, row, field, reason, message = result.quarantine.sort("row").row(0)
+        return f"quarantined: {src} row {row}, field {field!r}: {reason}: {message}"
+
+    return run
+
+
+def _platform_cases() -> list[Case]:
+    qualtrics = (PLATFORMS / "qualtrics_responses.csv").read_text().splitlines()
+    mapping = (PLATFORMS / "mapping.yaml").read_text()
+    panel = (PLATFORMS / "prolific_demographics.csv").read_text()
+    clash = (PLATFORMS / "instrument.yaml").read_text().replace("- id: q3", "- id: q_1")
+    return [
+        Case("platform-no-responses", "platform", "survey.files.platform: qualtrics and no "
+             "survey.files.responses", lambda d: _platform(d, "survey.files.responses=null"),
+             ("survey.files.responses",)),
+        Case("platform-one-header-row", "platform", "a Qualtrics export without its 2nd and "
+             "3rd header rows", lambda d: _platform(d, responses="\n".join(
+                 [qualtrics[0], *qualtrics[3:]]) + "\n"),
+             ("responses.csv", "row 3 is not the ImportId header row")),
+        Case("platform-missing-column", "platform", "the export has no column for statement s2",
+             lambda d: _platform(d, responses="\n".join(qualtrics).replace(",s2,", ",s2x,", 1)),
+             ("responses.csv", "no column(s) ['s2']")),
+        Case("platform-mapping-category", "platform", "the mapping maps Female to 'woman'",
+             lambda d: _platform(d, mapping=mapping.replace("female, Male", "woman, Male")),
+             ("mapping.yaml", "'woman' is not a category of gender")),
+        Case("platform-panel-column", "platform", "the panel export has no Age column",
+             lambda d: _platform(d, panel=panel.replace(",Age,", ",Years,", 1)),
+             ("prolific_demographics.csv", "missing column(s) ['Age']")),
+        Case("platform-export-code-clash", "platform", "valign export-instrument: items q1 and "
+             "q_1 (both platform code q1)", lambda d: ["export-instrument", str(_write(
+                 d / "inst.yaml", clash)), "--format", "qualtrics", "--out", str(d / "q.txt")],
+             ("same platform code(s) ['q1']",)),
+        Case("platform-quarantine-choice", "platform", "a Qualtrics matrix cell 'Maybe' "
+             "(not a choice)", lambda d: _platform_row(d, "Maybe"),
+             ("responses.csv row 1", "field 'q1_1'", "unmapped_value"), code=None),
+    ]  # fmt: skip
+
+
 def _instrument_cases() -> list[Case]:
     return [
         Case("instrument-missing", "instrument", "survey.files.instrument names no file",
@@ -389,6 +466,8 @@ def _config_cases() -> list[Case]:
              lambda d: _prepare(d, "train.lr=[1"), ("--set 'train.lr=[1'", "not valid YAML")),
         Case("config-unknown-method", "config", "loss.name=ppo",
              lambda d: _prepare(d, "loss.name=ppo"), ("ppo",)),
+        Case("config-offload-needs-zero3", "config", "train.offload=all with ZeRO-2",
+             lambda d: _prepare(d, "train.offload=all"), ("train.offload", "zero_stage=3")),
     ]  # fmt: skip
 
 
@@ -429,6 +508,11 @@ def _cli_cases() -> list[Case]:
         Case("cli-design-from-missing", "cli", "valign design --from a run that does not exist",
              lambda d: ["design", str(REPO / "configs" / "design_nz.yaml"), "--from",
                         str(d / "none")], ("none",)),
+        Case("cli-release-missing-run", "cli", "valign release on a folder that does not exist",
+             lambda d: ["release", str(d / "none"), "--out", str(d / "rel")],
+             ("none", "not a run directory")),
+        Case("cli-release-no-out", "cli", "valign release without --out",
+             lambda d: ["release", str(d / "none")], ("required: --out",)),
     ]  # fmt: skip
 
 
@@ -501,6 +585,7 @@ def _templates_without(d: Path, placeholder: str) -> Path:
 
 CASES: list[Case] = [
     *_survey_cases(),
+    *_platform_cases(),
     *_instrument_cases(),
     *_margins_cases(),
     *_config_cases(),

@@ -86,3 +86,34 @@ def local_process_group() -> None:
         dist.init_process_group(
             "gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
         )
+
+
+@pytest.fixture(scope="session")
+def kto_rows(tiny_model_dir: Path):
+    """96 KTO rows of a small synthetic survey with random weights and reference log-probs
+    from ``tiny_model_dir`` (what the training loop reads)."""
+    import numpy as np
+    import polars as pl
+
+    from valign_ray.config import SyntheticConfig
+    from valign_ray.data.builders import assign_kl_completions, build_kto_rows
+    from valign_ray.methods import get_method
+    from valign_ray.models import load_model, load_tokenizer
+    from valign_ray.survey.margins import load_margins
+    from valign_ray.survey.synthetic import generate_synthetic
+    from valign_ray.train.reference import score_reference
+
+    survey = generate_synthetic(
+        SyntheticConfig(n_sample=40, n_dimensions=2, items_per_dimension=2, seed=3),
+        load_margins(REPO / "data/margins/nz_2023.csv"),
+    )
+    rng = np.random.default_rng(0)
+    resp = survey.respondents.with_columns(
+        pl.Series("weight", rng.uniform(0.5, 2.0, survey.respondents.height))
+    )
+    rows = build_kto_rows(
+        survey.answers, survey.items, survey.candidates, resp, group_column="age_band"
+    ).head(96)
+    rows = assign_kl_completions(rows.with_row_index("row_idx"), seed=0)
+    model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    return score_reference(model, tok, rows, get_method("kto").reference, max_length=48)

@@ -25,7 +25,17 @@ def test_the_catalogue_is_big_and_names_are_unique() -> None:
     assert len(CASES) >= 40
     assert len({c.name for c in CASES}) == len(CASES)
     kinds = {c.kind for c in CASES}
-    assert kinds == {"survey", "instrument", "margins", "config", "model", "polis", "cli", "cai"}
+    assert kinds == {
+        "survey",
+        "platform",
+        "instrument",
+        "margins",
+        "config",
+        "model",
+        "polis",
+        "cli",
+        "cai",
+    }
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

@@ -10,40 +10,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-import polars as pl
 import pytest
 import torch
 
-from valign_ray.config import SyntheticConfig, load_config
-from valign_ray.data.builders import assign_kl_completions, build_kto_rows
-from valign_ray.methods import get_method
+from valign_ray.config import load_config
 from valign_ray.models import load_model, load_tokenizer
-from valign_ray.survey.margins import load_margins
-from valign_ray.survey.synthetic import generate_synthetic
-from valign_ray.train.reference import score_reference
 from valign_ray.train.worker import HF_EXPORT, TrainJob
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(scope="module")
-def kto_rows(tiny_model_dir: Path) -> pl.DataFrame:
-    survey = generate_synthetic(
-        SyntheticConfig(n_sample=40, n_dimensions=2, items_per_dimension=2, seed=3),
-        load_margins(REPO / "data/margins/nz_2023.csv"),
-    )
-    rng = np.random.default_rng(0)
-    resp = survey.respondents.with_columns(
-        pl.Series("weight", rng.uniform(0.5, 2.0, survey.respondents.height))
-    )
-    rows = build_kto_rows(
-        survey.answers, survey.items, survey.candidates, resp, group_column="age_band"
-    ).head(96)
-    rows = assign_kl_completions(rows.with_row_index("row_idx"), seed=0)
-    model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
-    return score_reference(model, tok, rows, get_method("kto").reference, max_length=48)
 
 
 def _config(name: str, overrides: list[str]):

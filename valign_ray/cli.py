@@ -16,6 +16,7 @@ STAGES = {  # subcommand -> pipeline stages (None: all)
     "run": None,
     "train": ["survey", "weights", "constitution", "datasets", "model", "reference", "train"],
     "prepare": ["survey", "weights", "constitution", "datasets"],
+    "ingest": ["survey"],
 }
 HELP = {
     "run": "every stage: survey, weights, constitution, datasets, model, reference, train, "
@@ -24,10 +25,15 @@ HELP = {
     "prepare": "survey ingestion, weighting, the constitution and the training datasets",
     "cai": "Constitutional AI: the preparation stages, SL-CAI, RL-CAI and the held-out "
     "evaluation of base, SL-CAI and RL-CAI models (configs/cai_*.yaml)",
+    "ingest": "survey ingestion only: canonical tables, quarantine and counts (a platform "
+    "export through its mapping: docs/PLATFORMS.md)",
+    "export-instrument": "the instrument as a LimeSurvey TSV structure file or a Qualtrics "
+    "Advanced Format TXT file, for the platform's survey import",
     "sweep": "a Ray Tune sweep of the loss hyper-parameters (configs/sweep_*.yaml)",
     "report": "report.md and report.html for a run directory",
     "design": "collection design: quotas for N respondents and the margin of error per subgroup "
     "(configs/design_*.yaml); --from RUN_DIR: the same from a collected sample's weights",
+    "release": "the weighted survey as a dataset (Parquet tables and a datasheet README.md)",
     "plan-memory": "per-GPU and host memory of a training setup, and whether it fits "
     "(no model or setup given: the Qwen2.5 7B/14B/32B table for 4 x A40)",
 }
@@ -89,6 +95,17 @@ def _report(args: argparse.Namespace) -> Any:
     return paths
 
 
+def _release(args: argparse.Namespace) -> Any:
+    from valign_ray.release import release_run
+
+    paths = release_run(
+        args.run_dir, args.out, licence=args.licence, include_free_text=args.include_free_text
+    )
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return paths
+
+
 def _design(args: argparse.Namespace) -> Any:
     from valign_ray.config import load_design_config
     from valign_ray.survey.design_plan import (
@@ -109,6 +126,20 @@ def _design(args: argparse.Namespace) -> Any:
     for path in write_design(plan, args.out):
         print(f"wrote {path}")
     return plan
+
+
+def _export_instrument(args: argparse.Namespace) -> Any:
+    from valign_ray.survey.instrument import load_instrument
+    from valign_ray.survey.platforms.questions import survey_questions
+    from valign_ray.survey.platforms.structure import write_limesurvey, write_qualtrics
+
+    inst = load_instrument(args.instrument)
+    questions = survey_questions(inst, skip_demographics=tuple(args.skip_demographics))
+    write = write_limesurvey if args.format == "limesurvey" else write_qualtrics
+    write(questions, inst.name, args.out)
+    n_rows = sum(len(q.rows) for q in questions)
+    print(f"wrote {args.out}: {len(questions)} questions ({n_rows} matrix rows), {args.format}")
+    return questions
 
 
 def _positive_int(text: str) -> int:
@@ -178,7 +209,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="valign", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("run", "prepare", "train", "sweep"):
+    for name in ("run", "prepare", "train", "ingest", "sweep"):
         p = sub.add_parser(name, help=HELP[name])
         _config_args(p, optional=name == "sweep")
         p.set_defaults(fn=_sweep if name == "sweep" else _run)
@@ -194,6 +225,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help=HELP["report"])
     p.add_argument("run_dir", help="a run directory (output_dir/name)")
     p.set_defaults(fn=_report)
+    p = sub.add_parser("release", help=HELP["release"])
+    p.add_argument("run_dir", help="a run directory with its survey and weights")
+    p.add_argument("--out", required=True, help="folder for the release")
+    p.add_argument("--licence", help="the data's licence (required for survey.source files)")
+    p.add_argument(
+        "--include-free-text", action="store_true", help="keep free-text answers (default: out)"
+    )
+    p.set_defaults(fn=_release)
     p = sub.add_parser("design", help=HELP["design"])
     p.add_argument("config", help="design YAML (configs/design_nz.yaml)")
     p.add_argument("--n", type=_positive_int, help="respondents to plan for")
@@ -204,6 +243,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(fn=_design)
     _plan_memory_args(sub.add_parser("plan-memory", help=HELP["plan-memory"]))
+    p = sub.add_parser("export-instrument", help=HELP["export-instrument"])
+    p.add_argument("instrument", help="instrument YAML (data/examples/platforms/instrument.yaml)")
+    p.add_argument("--format", required=True, choices=["limesurvey", "qualtrics"])
+    p.add_argument("--out", required=True, help="file to write (.txt for both platforms)")
+    p.add_argument(
+        "--skip-demographics",
+        nargs="*",
+        default=[],
+        metavar="VAR",
+        help="variables a panel provider supplies: not asked in the survey",
+    )
+    p.set_defaults(fn=_export_instrument)
     for p in sub.choices.values():  # also after the subcommand: valign run cfg.yaml --debug
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="")
     return parser

@@ -59,6 +59,12 @@ class FilesConfig:
     instrument: Str = "data/examples/instrument.yaml"  # items, candidates and demographics
     respondents: Str = "data/examples/respondents.csv"  # one row per respondent
     answers: Str = "data/examples/answers.csv"  # one row per answer
+    # canonical: the respondents and answers files above; qualtrics / limesurvey: a platform's
+    # response export (responses), converted through the mapping (docs/PLATFORMS.md).
+    platform: Literal["canonical", "qualtrics", "limesurvey"] = "canonical"
+    responses: Str | None = None  # the platform's response export (CSV)
+    panel: Str | None = None  # a panel provider's demographic export (e.g. Prolific's CSV)
+    mapping: Str | None = None  # platform answers -> census categories (YAML); null: none
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -240,6 +246,9 @@ class TrainConfig:
     zero_stage: ZeroStage = 2  # DeepSpeed ZeRO stage
     precision: Literal["fp32", "bf16"] = "fp32"  # training precision
     activation_checkpointing: Bool = False  # recompute each block in backward: less memory
+    # CPU offload (ZeRO-Offload): "optimizer" moves optimizer state and gradient partitions to
+    # host RAM (ZeRO 1-3); "all" also the parameter partitions (ZeRO-3 only).
+    offload: Literal["none", "optimizer", "all"] = "none"
     checkpoint_every: Int = Field(0, ge=0)  # optimizer steps between checkpoints; 0: final only
     # Steps between metric reports to Ray Train (W&B and metrics.jsonl get every step): the
     # Train V2 controller takes one report per worker per poll, so per-step reports stall.
@@ -326,7 +335,22 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     data = apply_overrides(load_yaml(path), list(overrides))
     cfg = from_dict(PipelineConfig, data)
     get_method(cfg.loss.name).check(cfg)  # an unknown method, or one the config cannot run
+    _check_offload(cfg.train)
     return cfg
+
+
+def _check_offload(train: TrainConfig) -> None:
+    from valign_ray.config_loader import ConfigError
+
+    if train.offload == "all" and train.zero_stage != 3:
+        raise ConfigError(
+            f"train.offload: 'all' offloads parameter partitions, which needs train.zero_stage=3 "
+            f"(got {train.zero_stage}); use offload 'optimizer' with ZeRO-{train.zero_stage}"
+        )
+    if train.offload != "none" and train.zero_stage == 0:
+        raise ConfigError(
+            f"train.offload: {train.offload!r} needs ZeRO stage 1, 2 or 3 (train.zero_stage is 0)"
+        )
 
 
 def survey_salt(survey: SurveyConfig) -> str:

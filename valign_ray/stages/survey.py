@@ -43,14 +43,31 @@ def run_survey(ctx: StageContext) -> SurveyResult:
     else:
         paths = (Path(cfg.files.instrument), Path(cfg.files.respondents), Path(cfg.files.answers))
     inst = load_instrument(paths[0])
-    result = ingest_survey(
-        inst,
-        paths[1],
-        paths[2],
-        quarantine_dir=ctx.layout.survey_dir,
-        salt=survey_salt(cfg),
-        strict=cfg.strict,
-    )
+    platform_files = [k for k in ("responses", "panel", "mapping") if getattr(cfg.files, k)]
+    if cfg.source == "files" and cfg.files.platform == "canonical" and platform_files:
+        from valign_ray.config_loader import ConfigError
+
+        keys = ", ".join(f"survey.files.{k}" for k in platform_files)
+        raise ConfigError(f"{keys} are read only with survey.files.platform qualtrics|limesurvey")
+    if cfg.source == "files" and cfg.files.platform != "canonical":
+        from valign_ray.survey.platforms.convert import ingest_platform
+
+        result = ingest_platform(
+            inst,
+            cfg.files,
+            quarantine_dir=ctx.layout.survey_dir,
+            salt=survey_salt(cfg),
+            strict=cfg.strict,
+        )
+    else:
+        result = ingest_survey(
+            inst,
+            paths[1],
+            paths[2],
+            quarantine_dir=ctx.layout.survey_dir,
+            salt=survey_salt(cfg),
+            strict=cfg.strict,
+        )
     print(result.format_counts(), flush=True)
     _save_tables(
         ctx,
@@ -119,8 +136,10 @@ def survey_inputs(ctx: StageContext) -> dict[str, Any]:
     section["salt"] = hashlib.sha256(survey_salt(cfg.survey).encode()).hexdigest()[:16]
     files: dict[str, str] = {}
     if cfg.survey.source == "files":
-        files = {f"survey.files.{k}": getattr(cfg.survey.files, k) for k in TABLES[:2]}
-        files["survey.files.instrument"] = cfg.survey.files.instrument
+        fcfg = cfg.survey.files
+        keys = ("responses", "panel", "mapping") if fcfg.platform != "canonical" else TABLES[:2]
+        files = {f"survey.files.{k}": getattr(fcfg, k) for k in keys if getattr(fcfg, k)}
+        files["survey.files.instrument"] = fcfg.instrument
     elif cfg.survey.source == "polis":
         files = {"survey.polis_dir": cfg.survey.polis_dir}
     else:  # the generator draws demographics from the margins

@@ -102,8 +102,35 @@ def ingest_survey(
     demo = list(instrument.demographics)
     resp_cols = ["respondent_id", *demo, "group", "base_weight"]
     resp = _read(respondents_path, resp_cols, ["respondent_id", *demo])
-    resp = judge_rows(resp, respondent_checks(instrument, resp.columns), respondents_path, strict)
     ans = _read(answers_path, list(ANSWER_COLUMNS), ["respondent_id", "item_id", "kind", "value"])
+    return ingest_frames(
+        instrument,
+        resp,
+        ans,
+        sources=(respondents_path, answers_path),
+        quarantine_dir=quarantine_dir,
+        salt=salt,
+        strict=strict,
+    )
+
+
+def ingest_frames(
+    instrument: Instrument,
+    resp: pl.DataFrame,
+    ans: pl.DataFrame,
+    *,
+    sources: tuple[Path, Path],
+    quarantine_dir: str | Path,
+    salt: str,
+    strict: bool = False,
+) -> IngestResult:
+    """:func:`ingest_survey` from tables already read: string columns plus ``_row`` and the
+    problems found while reading (``_reason``/``_field``/``_message``, null when none), as the
+    platform importers build them; an optional ``_column`` names the source column a row came
+    from, and is the quarantine's ``field``. ``sources`` are the files the rows are from."""
+    respondents_path, answers_path = sources
+    demo = list(instrument.demographics)
+    resp = judge_rows(resp, respondent_checks(instrument, resp.columns), respondents_path, strict)
     for col in ANSWER_COLUMNS:  # optional columns that were absent are all-null
         if col not in ans.columns:
             ans = ans.with_columns(pl.lit(None, pl.String).alias(col))

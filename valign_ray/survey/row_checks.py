@@ -45,6 +45,12 @@ ANSWER_REASONS = (
     "duplicate_answer",  # same respondent, item, kind, response ids on several rows: all go
 )
 REASONS = tuple(dict.fromkeys(RESPONDENT_REASONS + ANSWER_REASONS))
+# Set while converting a platform's export (survey/platforms/responses.py), before the checks.
+PLATFORM_REASONS = (
+    "no_panel_row",  # the participant is on no (or several) rows of the panel export
+    "panel_status",  # the panel row's status is not one the mapping accepts
+    "unmapped_value",  # an answer the mapping or the question's choices (text or code) lack
+)
 QUARANTINE_SCHEMA = {"source": pl.String, "row": pl.Int64} | dict.fromkeys(
     ("field", "reason", "message"), pl.String
 )
@@ -194,7 +200,8 @@ def quarantine_rows(df: pl.DataFrame, path: Path) -> pl.DataFrame:
         .select(
             pl.lit(str(path)).alias("source"),
             pl.col("_row").alias("row"),
-            pl.col("_field").alias("field"),
+            # a platform import names the export's column the row came from
+            pl.coalesce(pl.col(c) for c in ("_column", "_field") if c in df.columns).alias("field"),
             pl.col("_reason").alias("reason"),
             pl.col("_message").alias("message"),
         )
@@ -212,5 +219,5 @@ def count_rows(df: pl.DataFrame, path: Path) -> dict[str, Any]:
         "rows_in": df.height,
         "kept": df.height - quarantined,
         "quarantined": quarantined,
-        "by_reason": {r: by[r] for r in REASONS if r in by},
+        "by_reason": {r: by[r] for r in PLATFORM_REASONS + REASONS if r in by},
     }

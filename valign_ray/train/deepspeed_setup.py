@@ -15,13 +15,28 @@ def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
         "gradient_accumulation_steps": cfg.grad_accum,
         "train_batch_size": cfg.batch_size * cfg.grad_accum * world_size,
         "gradient_clipping": cfg.grad_clip,
-        "zero_optimization": {"stage": cfg.zero_stage},
+        "zero_optimization": _zero(cfg),
         "bf16": {"enabled": cfg.precision == "bf16"},
         # torch's AdamW is passed in as a client optimizer: no JIT-built DeepSpeed op needed.
         "zero_allow_untested_optimizer": True,
+        # ZeRO-Offload keeps torch's AdamW (run on the host's copy of the state) rather than
+        # DeepSpeedCPUAdam, whose JIT-built op would differ numerically from the other paths.
+        "zero_force_ds_cpu_optimizer": False,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+
+
+def _zero(cfg: TrainConfig) -> dict[str, Any]:
+    """ZeRO settings: the stage, plus host offload of the optimizer state (and with ``all`` of
+    the ZeRO-3 parameter partitions). Pinned host memory speeds copies to and from a GPU."""
+    zero: dict[str, Any] = {"stage": cfg.zero_stage}
+    host = {"device": "cpu", "pin_memory": cfg.use_gpu}
+    if cfg.offload in ("optimizer", "all"):
+        zero["offload_optimizer"] = dict(host)
+    if cfg.offload == "all":
+        zero["offload_param"] = dict(host)
+    return zero
 
 
 def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Any:

@@ -70,6 +70,7 @@ class _Loop:
     start_step: int
     resumed: bool
     weighted: bool  # false: every row weighs 1 in the loss (the unweighted ablation)
+    grad_norm: float | None = None  # this step's, where DeepSpeed keeps none (fp32 ZeRO-0)
 
 
 def _rows_as_tensors(
@@ -281,6 +282,8 @@ def _accumulate(
         # DeepSpeed averages gradients over workers and accumulation steps; the loss is
         # already this worker's share of the global weighted mean, so undo that averaging.
         engine.backward(loss * ctx.world_size * loop.plan.grad_accum)
+        if engine.is_gradient_accumulation_boundary() and engine.get_global_grad_norm() is None:
+            loop.grad_norm = _grad_norm(engine)  # before step() clips and zeroes them
         engine.step()
         metrics["loss"] = loss.detach()
         for k, v in metrics.items():
@@ -291,6 +294,19 @@ def _accumulate(
     return sums
 
 
+def _grad_norm(engine: Any) -> float:
+    """The L2 norm of the (all-reduced, unclipped) gradients: what DeepSpeed reports under ZeRO
+    and bf16, and leaves unset for a plain fp32 ZeRO-0 engine."""
+    import torch
+
+    grads = [p.grad.detach().float() for p in engine.module.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))) if grads else 0.0
+
+
+def _first(*values: Any) -> Any:
+    return next(v for v in values if v is not None)
+
+
 def _step_metrics(
     loop: _Loop, ctx: TrainContext, sums: dict[str, Any], step: int, elapsed: float
 ) -> dict[str, float]:
@@ -298,7 +314,7 @@ def _step_metrics(
     last.update(
         step=step + 1,
         lr=float(loop.scheduler.get_last_lr()[0]),
-        grad_norm=float(loop.engine.get_global_grad_norm() or 0.0),
+        grad_norm=float(_first(loop.engine.get_global_grad_norm(), loop.grad_norm, 0.0)),
         tokens_per_s=last["tokens"] / elapsed,
         padding_fraction=1.0 - last["tokens"] / max(last["padded_tokens"], 1.0),
     )
