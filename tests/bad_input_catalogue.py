@@ -564,7 +564,7 @@ def _cai_cases() -> list[Case]:
              ("cai.feedback.options", "must be different and non-empty")),
         Case("cai-clamp-reversed", "cai", "cai.feedback.clamp has lo > hi",
              lambda d: _cai(d, "cai.feedback.clamp=[0.6, 0.4]"),
-             ("cai.feedback.clamp", "lo must be <= hi")),
+             ("cai.feedback.clamp", "0 <= lo <= hi <= 1")),
         Case("cai-constitution-empty", "cai", "cai.constitution has no principles",
              lambda d: _cai(d, f"cai.constitution={_write(d / 'c.yaml', 'principles: []')}"),
              ("c.yaml", "no principles", "cai.constitution")),

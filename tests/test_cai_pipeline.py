@@ -4,9 +4,7 @@ held-out table for base / SL-CAI / RL-CAI, and a rerun that skips every stage.""
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -22,14 +20,6 @@ def cai_run(ray_session, tmp_path_factory):
     from valign_ray.cai_pipeline import run_cai
     from valign_ray.config import load_config
 
-    try:
-        importlib.import_module("valign_ray.cai.feedback")
-    except ImportError:
-        # TEST-ONLY fallback until valign_ray/cai/feedback.py is merged (another branch writes
-        # it); remove this branch and tests/cai_feedback_double.py then.
-        import tests.cai_feedback_double as double
-
-        sys.modules["valign_ray.cai.feedback"] = double
     out = tmp_path_factory.mktemp("cai_runs")
     cfg = load_config(REPO / "configs/cai_smoke.yaml", [f"output_dir={out}"])
     return cfg, run_cai(cfg)

@@ -33,6 +33,7 @@ def check_cai(cfg: PipelineConfig) -> None:
     """What can be checked before any stage runs: option strings, the clamp, the templates,
     a user constitution and the prompt files (each error names the key or file to fix)."""
     from valign_ray.cai.constitution import load_constitution
+    from valign_ray.cai.feedback import check_clamp
     from valign_ray.cai.templates import load_templates
     from valign_ray.errors import InputError
 
@@ -42,9 +43,8 @@ def check_cai(cfg: PipelineConfig) -> None:
             f"cai.feedback.options {list(cfg.cai.feedback.options)}: the two option strings "
             'must be different and non-empty (e.g. ["(A)", "(B)"])'
         )
-    clamp = cfg.cai.feedback.clamp
-    if clamp is not None and clamp[0] > clamp[1]:
-        raise ValueError(f"cai.feedback.clamp {list(clamp)}: lo must be <= hi (e.g. [0.4, 0.6])")
+    if cfg.cai.feedback.clamp is not None:
+        check_clamp(cfg.cai.feedback.clamp)
     load_templates(cfg.cai.templates)
     if cfg.cai.constitution is not None:
         load_constitution(cfg.cai.constitution)

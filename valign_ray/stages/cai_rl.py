@@ -65,6 +65,7 @@ def label_pairs(
             load_tokenizer(models["reference"]),
             beta=cfg.loss.beta,
             batch_size=fb.batch_size,
+            max_length=cfg.data.max_length,
         )
     return choice_labels(
         pairs,
