@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 import yaml
 
+from valign_ray.privacy import personal_data_logging
 from valign_ray.survey.constitution import build_constitution
 from valign_ray.survey.polis import import_polis
 
@@ -181,8 +182,11 @@ def test_demographic_group_five_options_and_agree_min() -> None:
     bad = answers.with_columns(
         pl.when(pl.col("value") == 3).then(7).otherwise("value").alias("value")
     )
-    with pytest.raises(ValueError, match="respondent 'r4', item 's1': value 7 outside 1..5"):
+    with pytest.raises(ValueError, match="respondent <withheld: .*>, item 's1': value 7 outside"):
         build_constitution(items, bad, people, group_col="region_group")
+    with personal_data_logging(True):  # privacy.log_personal_data: true
+        with pytest.raises(ValueError, match="respondent 'r4', item 's1': value 7 outside 1..5"):
+            build_constitution(items, bad, people, group_col="region_group")
 
 
 def test_yaml_and_markdown(tmp_path: Path) -> None:

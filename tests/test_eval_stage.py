@@ -94,11 +94,15 @@ def test_unseen_items_are_scored_apart(tmp_path: Path, tiny_model_dir: Path) -> 
     assert base["n_pairs"] == 2 and base["unseen_items"]["n_pairs"] == 3
     model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
     direct = evaluate_pairs(model, tok, _pairs(UNSEEN), max_length=96)
+    marks = ("groups", "group_n", "suppressed_groups")  # report.min_group_n (default 10)
     for got in (base["unseen_items"], aligned["unseen_items"]):
         assert got["groups"] == pytest.approx(direct["groups"])
-        assert {k: v for k, v in got.items() if k != "groups"} == pytest.approx(
+        assert {k: v for k, v in got.items() if k not in marks} == pytest.approx(
             {k: v for k, v in direct.items() if k != "groups"}
         )
+        # unseen: r1, r3 in a, r2 in b; both under 10 respondents: kept, marked suppressed
+        assert got["group_n"] == {"a": 2, "b": 1} and got["suppressed_groups"] == ["a", "b"]
+    assert base["group_n"] == {"a": 1, "b": 1}  # seen: r1 (a), r2 (b)
     # p2 splits 1 : 3 (weights 1 vs 2 + 1) -> the indifferent model's A_0 = 1 - |.5 - .25|
     assert direct["A_indifferent"] == pytest.approx(0.75)
     assert set(direct["groups"]) == {"a", "b"}

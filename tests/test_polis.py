@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from valign_ray.privacy import personal_data_logging
 from valign_ray.survey.polis import import_polis
 
 REAL = Path(__file__).resolve().parents[1] / "data" / "polis" / "scoop-hivemind.biodiversity"
@@ -203,8 +204,15 @@ def test_bad_vote_and_disagreeing_files_raise(tmp_path: Path) -> None:
     (folder / "participants-votes.csv").write_text(text)
     with (folder / "votes.csv").open("a") as f:
         f.write("9999,,1,0,2\n")
-    with pytest.raises(ValueError, match=r"votes\.csv: participant 0, comment-id 1: vote 2"):
+    # The row finds the vote; the participant id only when privacy.log_personal_data opts in.
+    withheld = (
+        r"votes\.csv: data row 23, participant <withheld: privacy.log_personal_data is false>"
+    )
+    with pytest.raises(ValueError, match=withheld + ", comment-id 1: vote 2"):
         import_polis(folder, salt=SALT)
+    with personal_data_logging(True):
+        with pytest.raises(ValueError, match=r"data row 23, participant '0', comment-id 1: vote 2"):
+            import_polis(folder, salt=SALT)
     with pytest.raises(ValueError, match="salt"):
         import_polis(folder, salt="")
 

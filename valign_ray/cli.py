@@ -61,6 +61,18 @@ def _run(args: argparse.Namespace) -> Any:
     from valign_ray.config import load_config
     from valign_ray.pipeline import run_pipeline
 
+    if args.resume:
+        from valign_ray.resume import check_same_survey, resume_config
+
+        if args.config is not None or args.output_dir or args.name:
+            raise ConfigError(f"{args.command} --resume RUN_DIR: the run's own config is used")
+        cfg = resume_config(args.resume, args.set)
+        check_same_survey(cfg)
+        return run_pipeline(cfg, stages=STAGES[args.command])
+    if args.config is None:
+        raise ConfigError(
+            f"{args.command}: the following arguments are required: config (or --resume RUN_DIR)"
+        )
     return run_pipeline(load_config(args.config, _overrides(args)), stages=STAGES[args.command])
 
 
@@ -211,8 +223,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("run", "prepare", "train", "ingest", "sweep"):
         p = sub.add_parser(name, help=HELP[name])
-        _config_args(p, optional=name == "sweep")
+        _config_args(p, optional=True)
         p.set_defaults(fn=_sweep if name == "sweep" else _run)
+        if name != "sweep":
+            p.add_argument(
+                "--resume",
+                metavar="RUN_DIR",
+                help="continue the run in RUN_DIR from its config.yaml (salt from VALIGN_SALT)",
+            )
         if name == "sweep":
             p.add_argument("--num-samples", type=int, help="trials (overrides sweep.num_samples)")
             p.add_argument(

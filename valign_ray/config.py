@@ -249,6 +249,9 @@ class TrainConfig:
     # CPU offload (ZeRO-Offload): "optimizer" moves optimizer state and gradient partitions to
     # host RAM (ZeRO 1-3); "all" also the parameter partitions (ZeRO-3 only).
     offload: Literal["none", "optimizer", "all"] = "none"
+    # > 0: rows of similar length share an optimizer step, sorted within windows of this many
+    # steps (less padding at any grad_accum; less random batches); 0: uniform batches.
+    bucket_steps: Int = Field(0, ge=0)
     checkpoint_every: Int = Field(0, ge=0)  # optimizer steps between checkpoints; 0: final only
     # Steps between metric reports to Ray Train (W&B and metrics.jsonl get every step): the
     # Train V2 controller takes one report per worker per poll, so per-step reports stall.
@@ -279,6 +282,19 @@ class EvalConfig:
 
 
 @dataclass(frozen=True, config=STRICT)
+class ReportConfig:
+    # Groups with fewer held-out respondents get no per-group metric in the printed summary,
+    # the report or W&B (summary.json keeps it, listed under suppressed_groups).
+    min_group_n: Int = Field(10, ge=1)
+
+
+@dataclass(frozen=True, config=STRICT)
+class PrivacyConfig:
+    # true lets respondent ids, demographic values and free text into messages and logs.
+    log_personal_data: Bool = False
+
+
+@dataclass(frozen=True, config=STRICT)
 class PipelineConfig:
     name: Str = "run"  # the run's name and folder
     output_dir: Str = "runs"  # the run directory is output_dir/name
@@ -293,6 +309,8 @@ class PipelineConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)  # experiment tracking
     ray: RayConfig = field(default_factory=RayConfig)  # cluster
     eval: EvalConfig = field(default_factory=EvalConfig)  # held-out scoring
+    report: ReportConfig = field(default_factory=ReportConfig)  # what reports may show
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)  # personal data in logs
 
     @property
     def run_dir(self) -> Path:

@@ -18,7 +18,9 @@ import polars as pl
 import yaml
 
 from valign_ray.config import PipelineConfig, public_config_dict
+from valign_ray.eval.small_groups import shown_group_metrics
 from valign_ray.methods import get_method
+from valign_ray.privacy import personal_data_logging
 from valign_ray.provenance import manifest
 from valign_ray.results import PreparedInputs, RunSummary, SummaryError
 from valign_ray.run_layout import RunLayout, write_text_atomic
@@ -31,7 +33,7 @@ def layout_of(cfg: PipelineConfig) -> RunLayout:
     return RunLayout.of(cfg.output_dir, cfg.name)
 
 
-def _recorded(layout: RunLayout) -> RunSummary | None:
+def recorded_summary(layout: RunLayout) -> RunSummary | None:
     if not layout.summary.exists():
         return None
     try:
@@ -83,6 +85,14 @@ def _run_or_skip(
 def _run_stages(
     cfg: PipelineConfig, names: tuple[str, ...], stages: tuple[Stage, ...] = STAGES
 ) -> tuple[StageContext, RunSummary]:
+    # Messages of every stage withhold personal values unless the config opts in (privacy.py).
+    with personal_data_logging(cfg.privacy.log_personal_data):
+        return _run_each_stage(cfg, names, stages)
+
+
+def _run_each_stage(
+    cfg: PipelineConfig, names: tuple[str, ...], stages: tuple[Stage, ...]
+) -> tuple[StageContext, RunSummary]:
     get_method(cfg.loss.name).check(cfg)
     layout = layout_of(cfg)
     layout.run_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +100,7 @@ def _run_stages(
     write_text_atomic(
         layout.config_snapshot, yaml.safe_dump(public_config_dict(cfg), sort_keys=False)
     )
-    earlier = _recorded(layout)
+    earlier = recorded_summary(layout)
     ctx = StageContext(cfg=cfg, layout=layout)
     summary = RunSummary(name=cfg.name, run_dir=str(layout.run_dir))
     wall: dict[str, float] = {}
@@ -125,7 +135,7 @@ def run_is_current(cfg: PipelineConfig) -> bool:
     """True when ``cfg``'s run directory holds a finished run whose every stage fingerprint
     matches what ``cfg`` and its input files give now (so ``run_pipeline`` would skip it all)."""
     layout = layout_of(cfg)
-    earlier = _recorded(layout)
+    earlier = recorded_summary(layout)
     if earlier is None:
         return False
     ctx = StageContext(cfg=cfg, layout=layout)
@@ -178,7 +188,8 @@ def format_summary(summary: RunSummary) -> str:
     lines = ["", f"== summary: {summary.run_dir} =="]
     ev = summary.results.get("eval")
     if ev is not None:
-        base, aligned = ev.models["base"], ev.models["aligned"]
+        # Groups under report.min_group_n are left out of every per-group line.
+        base, aligned = (shown_group_metrics(ev.models[k]) for k in ("base", "aligned"))
         lines.append(f"{'held-out metric':<28}{'base':>10}{'aligned':>10}")
         for metric, value in base.items():
             if isinstance(value, float) and metric != "weight_total":
@@ -195,6 +206,9 @@ def format_summary(summary: RunSummary) -> str:
                 other = aligned["unseen_items"].get(metric)
                 shown = f"{other:>10.4f}" if isinstance(other, float) else f"{'-':>10}"
                 lines.append(f"{'unseen ' + metric:<28}{value:>10.4f}{shown}")
+        hidden = ev.models["base"].get("suppressed_groups")
+        if hidden:
+            lines.append(f"groups not shown (fewer respondents than report.min_group_n): {hidden}")
     w = summary.results.get("weighting")
     if w is not None:
         line = f"weighting: n={w.n} ESS={w.ess:.1f}"

@@ -29,16 +29,17 @@ EVAL_METRICS = (
 GROUP_PREFIX = "eval_A_group."
 
 
-def eval_columns(ev: dict[str, Any]) -> dict[str, float]:
+def eval_columns(ev: dict[str, Any], hidden: tuple[str, ...] = ()) -> dict[str, float]:
     """A trial's held-out results (``evaluate_model_dir``) as flat report columns: each number
     as ``eval_<name>``, each group's A as ``eval_A_group.<group>`` and the lowest of them as
-    ``eval_worst_group_A`` (the group the model represents least well)."""
+    ``eval_worst_group_A`` (the group the model represents least well). ``hidden`` groups
+    (under ``report.min_group_n`` respondents) are left out of both."""
     out = {
         f"eval_{k}": v
         for k, v in ev.items()
         if isinstance(v, int | float) and not isinstance(v, bool)
     }
-    groups = ev.get("groups") or {}
+    groups = {g: a for g, a in (ev.get("groups") or {}).items() if g not in hidden}
     out |= {f"{GROUP_PREFIX}{g}": float(a) for g, a in groups.items()}
     if groups:
         out["eval_worst_group_A"] = float(min(groups.values()))

@@ -287,6 +287,9 @@ def _sweep(spec: SweepFile, *, restore: Path | None, trial_hook: Any) -> dict[st
         max_length=cfg.data.max_length,
         batch_size=cfg.eval.batch_size,
     )
+    hidden = _small_heldout_groups(prepared)  # report.min_group_n
+    if "groups" in base_eval:
+        base_eval["groups"] = {g: a for g, a in base_eval["groups"].items() if g not in hidden}
     out = prepared.layout.sweep_dir.resolve()
     out.mkdir(parents=True, exist_ok=True)
     if restore is None:
@@ -298,8 +301,24 @@ def _sweep(spec: SweepFile, *, restore: Path | None, trial_hook: Any) -> dict[st
         loss_columns=LOSS_COLUMNS,
         restore=restore,
         trial_hook=trial_hook,
+        hidden_groups=hidden,
     )
     return _summarise(sweep, out, outcome, base_eval)
+
+
+def _small_heldout_groups(prepared: Any) -> tuple[str, ...]:
+    """Groups with fewer held-out respondents than ``report.min_group_n``."""
+    import polars as pl
+
+    from valign_ray.eval.small_groups import group_sizes
+
+    layout, cfg = prepared.layout, prepared.config
+    sizes = group_sizes(
+        pl.read_parquet(layout.answers_split("heldout_respondents")),
+        pl.read_parquet(layout.survey_table("respondents")),
+        cfg.data.group_column,
+    )
+    return tuple(g for g, n in sizes.items() if n < cfg.report.min_group_n)
 
 
 def _summarise(sweep: SweepConfig, out: Path, outcome: Any, base_eval: dict) -> dict[str, Any]:

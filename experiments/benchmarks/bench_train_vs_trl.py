@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from bench_trl_report import report as report_loss
+from bench_trl_report import report_unbucketed
 
 ROOT = Path(__file__).resolve().parents[2]
 # ``../shared/data`` beside the repository, or VALIGN_SHARED_DATA (as in the tests).
@@ -190,10 +192,10 @@ def worker_ours(work: Path, args: argparse.Namespace) -> dict:
         f"train.num_workers=1 train.zero_stage={args.zero_stage} train.epochs=1 "
         f"train.batch_size={args.batch_size} train.max_steps={args.steps} train.lr={LR} "
         f"train.seed={args.seed} loss.name={args.loss} data.max_length={args.max_length} "
-        f"wandb.enabled=false model.path={model_dir}"
+        f"wandb.enabled=false model.path={model_dir} train.bucket_steps={args.bucket_steps}"
     )
     cfg = load_config(ROOT / "configs/quickstart.yaml", overrides.split())
-    metrics = work / f"ours-{args.loss}.jsonl"
+    metrics = work / f"ours-{args.loss}-b{args.bucket_steps}.jsonl"
     metrics.unlink(missing_ok=True)
     # Clock the end of every step, as TRL's on_step_end: the loop reduces its metrics once per
     # step, right after the optimizer step.
@@ -286,9 +288,10 @@ def worker_trl(work: Path, args: argparse.Namespace) -> dict:
 
 
 def _run_worker(side: str, loss: str, work: Path, args: argparse.Namespace) -> dict:
-    out = work / f"{side}-{loss}.json"
+    out = work / f"{side}-{loss}-b{args.bucket_steps}.json"
     cmd = [sys.executable, __file__, "--worker", side, "--loss", loss, "--work", str(work)]
-    for flag in ("steps", "batch_size", "max_length", "threads", "zero_stage", "warmup", "seed"):
+    flags = ("steps", "batch_size", "max_length", "threads", "zero_stage", "warmup", "seed")
+    for flag in (*flags, "bucket_steps"):
         cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     if args.quick:
         cmd.append("--quick")
@@ -308,41 +311,6 @@ def _run_worker(side: str, loss: str, work: Path, args: argparse.Namespace) -> d
     return json.loads(out.read_text())
 
 
-def report(loss: str, ours: dict, trl: dict, batch: int) -> None:
-    """Print the comparison lines of one loss."""
-    rate_o, rate_t = (batch / r["step_s"] for r in (ours, trl))
-    cpu_o, cpu_t = ours["cpu_step_s"], trl["cpu_step_s"]
-    print(
-        f"{loss.upper()}: ours {rate_o:.2f} samples/s ({ours['tok_s']:.0f} tok/s), TRL "
-        f"{rate_t:.2f} samples/s ({trl['tok_s']:.0f} tok/s) -> ours is {rate_o / rate_t:.1f}x",
-        flush=True,
-    )
-    print(
-        f"  per step (median): wall ours {ours['step_s']:.2f} s, TRL {trl['step_s']:.2f} s (means "
-        f"{ours['mean_step_s']:.2f} / {trl['mean_step_s']:.2f}); CPU ours {cpu_o:.2f} s, TRL "
-        f"{cpu_t:.2f} s -> {cpu_t / cpu_o:.1f}x; 1-min load average {ours['load']:.1f} / "
-        f"{trl['load']:.1f}; torch threads {ours['threads']} / {trl['threads']}"
-    )
-    print(
-        f"  padding fraction: ours {ours['padding']:.1%}, TRL {trl['padding']:.1%} "
-        f"(TRL trained on {trl['rows']} rows, ours {ours['rows']})"
-    )
-    # Break-even: ref + E * epoch_ours = E * epoch_trl  ->  E = ref / (epoch_trl - epoch_ours).
-    n = ours["rows"]
-    lines = []
-    for what, ref, e_o, e_t in (
-        ("wall", ours["ref_seconds"], n / rate_o, n / rate_t),
-        ("CPU", ours["ref_cpu_seconds"], n / batch * cpu_o, n / batch * cpu_t),
-    ):
-        even = f"after {ref / (e_t - e_o):.2f} epochs" if e_t > e_o else "never (ours is slower)"
-        lines.append(
-            f"{what}: {ref:.1f} s ({ref / n * 1000:.0f} ms/row), epoch ours {e_o:.1f} s "
-            f"vs TRL {e_t:.1f} s, break-even {even}"
-        )
-    print(f"  reference cache (one-time; later runs and Tune trials reuse it; padding "
-          f"{ours['ref_padding']:.0%} in its batches of 32): " + "; ".join(lines))  # fmt: skip
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=10, help="optimizer steps per run")
@@ -353,6 +321,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2, help="steps left out of the timing")
     ap.add_argument("--losses", default="kto,dpo")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bucket-steps", type=int, default=10, help="ours: train.bucket_steps")
     ap.add_argument("--quick", action="store_true", help="a 0.6 M-parameter model: smoke run")
     ap.add_argument("--profile", help="folder: write a cProfile (CPU time) of each side there")
     ap.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
@@ -375,7 +344,8 @@ def main() -> None:
             prof.dump_stats(Path(args.profile) / f"{args.worker}-{args.loss}.prof")
         else:
             result = fn(Path(args.work), args)
-        (Path(args.work) / f"{args.worker}-{args.loss}.json").write_text(json.dumps(result))
+        out = Path(args.work) / f"{args.worker}-{args.loss}-b{args.bucket_steps}.json"
+        out.write_text(json.dumps(result))
         return
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-trl-") as tmp:
@@ -392,7 +362,10 @@ def main() -> None:
         for loss in args.losses.split(","):
             ours = _run_worker("ours", loss, work, args)
             trl = _run_worker("trl", loss, work, args)
-            report(loss, ours, trl, args.batch_size)
+            report_loss(loss, ours, trl, args.batch_size)
+            if args.bucket_steps:  # the gain from bucketing across steps, apart
+                no_buckets = argparse.Namespace(**{**vars(args), "bucket_steps": 0})
+                report_unbucketed(_run_worker("ours", loss, work, no_buckets), trl, args.batch_size)
     print(f"total {time.perf_counter() - start:.0f} s")
 
 

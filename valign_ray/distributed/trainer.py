@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,22 @@ class RayTrainContext:
             )
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
-    def latest_checkpoint(self) -> Path | None:
-        checkpoint = ray.train.get_checkpoint()
-        return Path(checkpoint.to_directory()) if checkpoint is not None else None
+    def checkpoints(self) -> Iterator[Path]:
+        """The committed checkpoints Ray still keeps (``num_to_keep``), newest step first, each
+        copied to a local folder only when the loop asks for it (the newest is usually intact);
+        Ray restores the list from storage when a rerun resumes."""
+        latest = ray.train.get_checkpoint()
+        if latest is None:
+            return
+        reported = ray.train.get_all_reported_checkpoints(
+            consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED
+        )
+        ordered = sorted(reported, key=lambda r: r.metrics.get("step", 0), reverse=True)
+        found = [r.checkpoint for r in ordered]
+        if all(c.path != latest.path for c in found):
+            found.insert(0, latest)
+        for checkpoint in found:
+            yield Path(checkpoint.to_directory())
 
 
 def _quiet_ray_train_logs() -> None:

@@ -105,6 +105,7 @@ def _trial(
     sweep_dir: str,
     loss_columns: tuple[str, ...],
     trial_hook: Callable[[dict[str, Any]], None] | None = None,
+    hidden_groups: tuple[str, ...] = (),
 ) -> None:
     """One Tune trial: train with the sampled loss settings, evaluate held-out pairs, report."""
     from ray import tune
@@ -142,7 +143,7 @@ def _trial(
     tune.report(
         {
             **train_final,
-            **eval_columns(ev),
+            **eval_columns(ev, hidden_groups),  # no group under report.min_group_n
             # The resolved numbers (``lambda: auto`` applied) of the method's parameters.
             **{k: float(getattr(params, k)) for k in loss_columns if hasattr(params, k)},
             "model_dir": str(model_dir),
@@ -158,12 +159,13 @@ def run_tune(
     loss_columns: tuple[str, ...],
     restore: Path | None = None,
     trial_hook: Callable[[dict[str, Any]], None] | None = None,
+    hidden_groups: tuple[str, ...] = (),
 ) -> TuneOutcome:
     """Run one Tune trial per point of ``sweep`` on the ``prepared`` inputs, or, with
     ``restore`` (a Tune experiment folder), resume that sweep: finished trials are kept, the
-    unfinished and errored ones run again. ``trial_hook(point)`` runs first in every trial."""
+    unfinished and errored ones run again. ``trial_hook(point)`` runs first in every trial;
+    ``hidden_groups`` get no per-group column (too few held-out respondents)."""
     from ray import tune
-    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from valign_ray.distributed.grid import check_cpus
 
@@ -180,30 +182,14 @@ def run_tune(
         sweep_dir=str(out),
         loss_columns=loss_columns,
         trial_hook=trial_hook,
+        hidden_groups=hidden_groups,
     )
     if restore is not None:
         # The search space, scheduler, W&B callback and trial states come from the experiment.
         tuner = tune.Tuner.restore(str(restore), trainable=trainable, resume_errored=True)
         experiment_dir = restore
     else:
-        experiment = f"tune-{time.strftime('%Y%m%d-%H%M%S')}"  # a rerun never mixes with the last
-        experiment_dir = out / experiment
-        tuner = tune.Tuner(
-            trainable,
-            param_space=search_space(sweep),
-            tune_config=tune.TuneConfig(
-                num_samples=sweep.num_samples,
-                scheduler=_scheduler(sweep),
-                # Tune ignores TuneConfig.max_concurrent_trials beside a search generator, and
-                # trials beyond the CPUs deadlock (each driver holds a CPU its workers lack).
-                search_alg=BasicVariantGenerator(
-                    max_concurrent=sweep.max_concurrent_trials, random_state=sweep.seed
-                ),
-            ),
-            run_config=tune.RunConfig(
-                name=experiment, storage_path=str(out), callbacks=wandb_callbacks(cfg), verbose=1
-            ),
-        )
+        tuner, experiment_dir = new_tuner(trainable, sweep, out, callbacks=wandb_callbacks(cfg))
     grid = tuner.fit()
     records = [_record(res, list(sweep.space)) for res in grid]
     # Ctrl+C: Tune stops the running trials (TERMINATED, like finished ones) and never creates
@@ -211,6 +197,35 @@ def run_tune(
     expected = sweep.num_samples * math.prod(len(s.grid) for s in sweep.space.values() if s.grid)
     interrupted = len(records) < expected or any(r["status"] == "unfinished" for r in records)
     return TuneOutcome(records, experiment_dir, interrupted)
+
+
+def new_tuner(
+    trainable: Any, sweep: SweepConfig, out: Path, *, callbacks: list[Any] | None = None
+) -> tuple[Any, Path]:
+    """A Tuner of ``sweep`` (its space, ASHA or FIFO, trials one grid point after another up
+    to ``max_concurrent_trials``) writing under ``out``; returns it and its experiment folder.
+    ``trainable`` is :func:`_trial` bound to the prepared inputs (tests pass a cheap one)."""
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    experiment = f"tune-{time.strftime('%Y%m%d-%H%M%S')}"  # a rerun never mixes with the last
+    tuner = tune.Tuner(
+        trainable,
+        param_space=search_space(sweep),
+        tune_config=tune.TuneConfig(
+            num_samples=sweep.num_samples,
+            scheduler=_scheduler(sweep),
+            # Tune ignores TuneConfig.max_concurrent_trials beside a search generator, and
+            # trials beyond the CPUs deadlock (each driver holds a CPU its workers lack).
+            search_alg=BasicVariantGenerator(
+                max_concurrent=sweep.max_concurrent_trials, random_state=sweep.seed
+            ),
+        ),
+        run_config=tune.RunConfig(
+            name=experiment, storage_path=str(out), callbacks=callbacks, verbose=1
+        ),
+    )
+    return tuner, out / experiment
 
 
 def _record(res: Any, keys: list[str]) -> dict[str, Any]:

@@ -78,6 +78,7 @@ from valign_ray.eval.report_render import (
     render_html,
     render_markdown,
 )
+from valign_ray.eval.small_groups import shown_group_metrics
 from valign_ray.results import RunSummary
 
 RESERVED_EVAL_KEYS = ("groups", "representation")
@@ -290,6 +291,13 @@ def _eval_section(summary: RunSummary) -> Section:
     bad = [k for k, v in models.items() if not isinstance(v, dict)]
     if bad:
         raise ValueError(f"summary.json eval.{bad[0]}: expected an object of metrics")
+    hidden = sorted({g for m in models.values() for g in m.get("suppressed_groups") or ()})
+    models = {k: shown_group_metrics(v) for k, v in models.items()}  # report.min_group_n
+    if hidden:
+        sec.blocks.append(
+            f"Per-group metrics not shown for {', '.join(hidden)}: fewer held-out respondents "
+            "than report.min_group_n."
+        )
     metrics = list(dict.fromkeys(k for m in models.values() for k, v in m.items() if is_number(v)))
     if metrics:
         rows = [[name, *(m.get(k) for k in metrics)] for name, m in models.items()]

@@ -220,6 +220,7 @@ def train_to_folder(
         dataset_card=dataset_card,
         manifest=manifest(ctx.input_files),
         weighting=_weighting_json(ctx),
+        hidden_groups=_small_training_groups(ctx),
     )
     # Same inputs -> same name -> Ray Train resumes an interrupted run from its latest
     # checkpoint; anything different starts afresh beside it.
@@ -248,6 +249,16 @@ def run_train(ctx: StageContext) -> TrainResult:
     )
 
 
+def _small_training_groups(ctx: StageContext) -> tuple[str, ...]:
+    """Groups with fewer training respondents than ``report.min_group_n`` (no per-group
+    training metrics in W&B or the metrics file for them: eval/small_groups.py)."""
+    from valign_ray.eval.small_groups import group_sizes
+
+    train = pl.read_parquet(ctx.layout.answers_split("train"))
+    sizes = group_sizes(train, ctx.weighted_respondents(), ctx.cfg.data.group_column)
+    return tuple(g for g, n in sizes.items() if n < ctx.cfg.report.min_group_n)
+
+
 def _train_inputs(ctx: StageContext) -> dict[str, Any]:
     train = {k: v for k, v in to_dict(ctx.cfg.train).items() if k not in STEERING_KEYS}
     return {"train": train, "loss": to_dict(ctx.cfg.loss), "lora": to_dict(ctx.cfg.model.lora)}
@@ -258,6 +269,7 @@ def run_eval(ctx: StageContext) -> EvalResult:
     with A, skill over indifference and majority agreement, base vs aligned. With
     ``data.holdout_items > 0``, the same for the held-out respondents' answers on the items
     training never saw, under ``unseen_items``: seen and unseen items are reported apart."""
+    from valign_ray.eval.small_groups import group_sizes, mark_small_groups
     from valign_ray.models import load_model, load_tokenizer
 
     base = base_model_path(ctx)
@@ -269,12 +281,25 @@ def run_eval(ctx: StageContext) -> EvalResult:
         "respondents": ctx.weighted_respondents(),
         "positions": likert_positions(ctx),
     }
+    # Per-group metrics of groups under report.min_group_n are marked (eval/small_groups.py).
+    sizes = {
+        split: group_sizes(
+            pl.read_parquet(ctx.layout.answers_split(split)),
+            lookups["respondents"],
+            ctx.cfg.data.group_column,
+        )
+        for split in ("heldout_respondents", "heldout_both")
+        if split == "heldout_respondents" or unseen is not None
+    }
+    min_n = ctx.cfg.report.min_group_n
     models = {}
     for name, path in (("base", base), ("aligned", ctx.layout.model)):
         model = load_model(path)
-        models[name] = evaluate_model(ctx.cfg, model, tok, seen, **lookups)
+        metrics = evaluate_model(ctx.cfg, model, tok, seen, **lookups)
+        models[name] = mark_small_groups(metrics, sizes["heldout_respondents"], min_n)
         if unseen is not None:
-            models[name]["unseen_items"] = evaluate_model(ctx.cfg, model, tok, unseen, **lookups)
+            metrics = evaluate_model(ctx.cfg, model, tok, unseen, **lookups)
+            models[name]["unseen_items"] = mark_small_groups(metrics, sizes["heldout_both"], min_n)
     return EvalResult(models=json.loads(json.dumps(models)))
 
 
@@ -376,7 +401,11 @@ EVAL = Stage(
     "eval",
     "eval",
     run_eval,
-    lambda ctx: {"eval": to_dict(ctx.cfg.eval), "max_length": ctx.cfg.data.max_length},
+    lambda ctx: {
+        "eval": to_dict(ctx.cfg.eval),
+        "max_length": ctx.cfg.data.max_length,
+        "min_group_n": ctx.cfg.report.min_group_n,
+    },
     ("train", "datasets"),
     lambda ctx: [],
 )

@@ -27,6 +27,8 @@ from typing import Any
 
 import polars as pl
 
+from valign_ray.privacy import personal
+
 
 @dataclass(frozen=True)
 class Principle:
@@ -132,12 +134,12 @@ def _respondent_weights(
     )
     if people["respondent_id"].is_duplicated().any():
         dup = people.filter(pl.col("respondent_id").is_duplicated())["respondent_id"][0]
-        raise ValueError(f"respondents: duplicated respondent_id {dup!r}")
+        raise ValueError(f"respondents: duplicated respondent_id {personal(dup)}")
     bad = people.filter(pl.col("_w").is_null() | ~pl.col("_w").is_finite() | (pl.col("_w") < 0))
     if bad.height:
         row = bad.row(0, named=True)
         raise ValueError(
-            f"respondents: respondent {row['respondent_id']!r}: {weight_col}={row['_w']} "
+            f"respondents: respondent {personal(row['respondent_id'])}: {weight_col}={row['_w']} "
             "is not a finite weight >= 0"
         )
     return people, weighted
@@ -254,7 +256,9 @@ def _statement_answers(answers: pl.DataFrame, statements: pl.DataFrame) -> pl.Da
         )
     if likert.select(pl.struct("respondent_id", "item_id").is_duplicated().any()).item():
         dup = likert.filter(pl.struct("respondent_id", "item_id").is_duplicated()).row(0)
-        raise ValueError(f"answers: respondent {dup[0]!r} answered item {dup[1]!r} more than once")
+        raise ValueError(
+            f"answers: respondent {personal(dup[0])} answered item {dup[1]!r} more than once"
+        )
     return likert
 
 
@@ -268,12 +272,13 @@ def _weighted_answers(
     )
     unknown = joined.filter(pl.col("_w").is_null())
     if unknown.height:
-        raise ValueError(f"answers: respondent {unknown['respondent_id'][0]!r} not in respondents")
+        who = personal(unknown["respondent_id"][0])
+        raise ValueError(f"answers: respondent {who} not in respondents")
     out_of_range = joined.filter((pl.col("value") < 1) | (pl.col("value") > pl.col("n_options")))
     if out_of_range.height:
         row = out_of_range.row(0, named=True)
         raise ValueError(
-            f"answers: respondent {row['respondent_id']!r}, item {row['item_id']!r}: "
+            f"answers: respondent {personal(row['respondent_id'])}, item {row['item_id']!r}: "
             f"value {row['value']} outside 1..{row['n_options']}"
         )
     return joined.with_columns(

@@ -33,6 +33,7 @@ from typing import Any
 import polars as pl
 
 from valign_ray.errors import InputError
+from valign_ray.privacy import personal, personal_data_allowed
 from valign_ray.survey.polis_read import matrix_shortfall, read_polis_csv
 from valign_ray.survey.tables import (
     ANSWER_COLUMNS,
@@ -121,9 +122,11 @@ def _check_votes(votes: pl.DataFrame, path: Path) -> None:
     bad = votes.filter(~pl.col("vote").is_in(list(POLIS_TO_LIKERT)))
     if bad.height:
         row = bad.row(0, named=True)
+        # The log's row finds the vote; the participant id only when privacy allows it.
+        where = f"data row {row['row'] + 1}, " if "row" in row else ""
         raise InputError(
-            f"{path}: participant {row['participant']}, comment-id {row['comment_id']}: "
-            f"vote {row['vote']} is not -1/0/1"
+            f"{path}: {where}participant {personal(row['participant'])}, "
+            f"comment-id {row['comment_id']}: vote {row['vote']} is not -1/0/1"
         )
 
 
@@ -194,7 +197,8 @@ def _cross_check(
     )
     bad = joined.filter(pl.col("vote").ne_missing(pl.col("vote_m")))
     if bad.height:
-        rows = bad.head(5).to_dicts()
+        shown = bad if personal_data_allowed() else bad.drop("participant")
+        rows = shown.head(5).to_dicts()
         raise InputError(
             f"{log_path} and {matrix_path} disagree on {bad.height} of {joined.height} "
             f"(participant, comment) cells, e.g. {rows} (vote = latest in the log, vote_m = matrix)"
@@ -266,9 +270,13 @@ def _read_participants(matrix_path: Path) -> pl.DataFrame:
     if matrix_raw["participant"].null_count():
         row = int(matrix_raw["participant"].is_null().arg_true()[0])
         raise InputError(f"{matrix_path}: data row {row + 1}: blank 'participant'")
-    dup = matrix_raw.filter(pl.col("participant").is_duplicated())["participant"].unique()
-    if dup.len():
-        raise InputError(f"{matrix_path}: duplicated participant(s) {dup.head(10).to_list()}")
+    dup = matrix_raw.with_row_index("row", 1).filter(pl.col("participant").is_duplicated())
+    if dup.height:
+        ids = personal(dup["participant"].unique(maintain_order=True).head(10).to_list())
+        raise InputError(
+            f"{matrix_path}: data rows {dup['row'].head(10).to_list()}: duplicated participant(s) "
+            f"{ids}"
+        )
     return matrix_raw
 
 

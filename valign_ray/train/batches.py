@@ -7,11 +7,20 @@ resumed at step k trains on exactly the rows an uninterrupted run would, and a 1
 the same global batches as a 2-worker one. Within a step, rows can be ordered by length
 (length bucketing) so micro-batches pad less. Rows of a final partial global batch are carried into
 no step of that epoch (the next epoch's permutation differs); the count is reported.
+
+Across steps (``bucket_steps`` > 0, with the rows' ``lengths``): each window of that many global
+batches of the epoch's permutation is sorted by length, cut into global batches, and the batches'
+order within the window is shuffled (seeded). A step then holds rows of similar length, so even
+at ``grad_accum=1`` little is padding; each epoch still trains on the same rows as without it, and
+the plan stays a function of (seed, epoch, step, lengths), so resume and the 1-vs-2-worker
+equivalence hold. The price: a step's rows are less random (similar lengths often mean the same
+survey item), so the gradient noise differs from uniform batches; hence it is a choice, off by
+default.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +34,9 @@ class BatchPlan:
     epochs: int
     seed: int
     max_steps: int | None = None
+    bucket_steps: int = 0  # > 0: similar-length rows share a step, within windows of this many
+    lengths: np.ndarray | None = field(default=None, compare=False, repr=False)  # tokens per row
+    _orders: dict[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def global_batch(self) -> int:
@@ -51,10 +63,32 @@ class BatchPlan:
                 f"{self.grad_accum} accumulation steps = {self.global_batch})"
             )
 
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """Every row index of ``epoch`` in training order (cached: a step asks twice)."""
+        if epoch not in self._orders:
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.n_rows)
+            if self.bucket_steps > 0 and self.lengths is not None:
+                order = self._bucketed(order, np.random.default_rng([self.seed, epoch, 1]))
+            self._orders.clear()  # one epoch at a time
+            self._orders[epoch] = order
+        return self._orders[epoch]
+
+    def _bucketed(self, order: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        assert self.lengths is not None
+        usable = self.steps_per_epoch * self.global_batch
+        window = self.bucket_steps * self.global_batch
+        parts = []
+        for start in range(0, usable, window):
+            chunk = order[start : min(start + window, usable)]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches = chunk.reshape(-1, self.global_batch)
+            parts.append(batches[rng.permutation(len(batches))].ravel())
+        return np.concatenate([*parts, order[usable:]])
+
     def global_rows(self, step: int) -> np.ndarray:
         """Row indices of optimizer step ``step`` (all workers, all micro-steps)."""
         epoch, within = divmod(step, self.steps_per_epoch)
-        order = np.random.default_rng([self.seed, epoch]).permutation(self.n_rows)
+        order = self.epoch_order(epoch)
         return order[within * self.global_batch : (within + 1) * self.global_batch]
 
     def worker_rows(

@@ -1,10 +1,17 @@
-"""Checkpoints a run resumes from bit-exactly: DeepSpeed shards, per-rank RNG, the step."""
+"""Checkpoints a run resumes from bit-exactly: DeepSpeed shards, per-rank RNG, the step.
+
+Each rank writes, last, ``manifest_rank<r>.json``: the size of every file it wrote. A resume
+takes the newest checkpoint whose manifests (one per rank of ``state.json``'s world size) all
+match the files present (:func:`pick_intact_checkpoint`), so a checkpoint truncated in storage,
+or one missing a rank's files, is passed over for the one before, with a message.
+"""
 
 from __future__ import annotations
 
 import json
 import random
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +48,60 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+MANIFEST = "manifest_rank{rank}.json"
+
+
+def write_manifest(folder: Path, rank: int) -> Path:
+    """Record the size of every file this rank wrote into ``folder`` (written last: a folder
+    cut short before it has no manifest and fails :func:`checkpoint_problem`)."""
+    files = {
+        str(f.relative_to(folder)): f.stat().st_size
+        for f in sorted(folder.rglob("*"))
+        if f.is_file() and not f.name.startswith("manifest_rank")
+    }
+    path = folder / MANIFEST.format(rank=rank)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"rank": rank, "files": files}, indent=1))
+    tmp.rename(path)
+    return path
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be resumed from (a missing, short or unreadable file), or None."""
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        world_size = int(state["world_size"])
+        manifests = [
+            json.loads((folder / MANIFEST.format(rank=r)).read_text()) for r in range(world_size)
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"no readable state.json and rank manifests ({type(exc).__name__}: {exc})"
+    for m in manifests:
+        for name, size in m["files"].items():
+            path = folder / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if path.stat().st_size != size:
+                return f"{name} has {path.stat().st_size} bytes, the manifest says {size}"
+    return None
+
+
+def pick_intact_checkpoint(candidates: Iterable[Path], rank: int = 0) -> Path | None:
+    """The first intact folder of ``candidates`` (newest first), or None to start afresh;
+    rank 0 prints each one passed over and why."""
+    damaged = 0
+    for folder in candidates:
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder
+        damaged += 1
+        if rank == 0:
+            print(f"[train] checkpoint {folder} is damaged: {problem}; trying the one before")
+    if damaged and rank == 0:
+        print(f"[train] none of {damaged} checkpoint(s) is intact: training starts at step 0")
+    return None
+
+
 def load_checkpoint(engine: Any, folder: Path, rank: int) -> int:
     """Restore the engine and this rank's RNG from ``folder``; returns the step to resume at."""
     import torch
@@ -71,7 +132,9 @@ def save_checkpoint(
     if export and job.config.train.zero_stage == 3:
         state_dict = engine._zero3_consolidated_16bit_state_dict()  # every rank must call it
     if ctx.rank == 0:
-        (folder / "state.json").write_text(json.dumps({"step": step}))
+        state = {"step": step, "world_size": ctx.world_size}
+        (folder / "state.json").write_text(json.dumps(state))
         if export:
             export_model(engine.module, job, folder / HF_EXPORT, tokenizer, metrics, state_dict)
+    write_manifest(folder, ctx.rank)
     ctx.report(metrics, checkpoint_dir=folder)

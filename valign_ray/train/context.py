@@ -6,6 +6,7 @@ torch.distributed; :class:`LocalContext` is the single-process version used in t
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,8 +26,9 @@ class TrainContext(Protocol):
         """Publish metrics (and a checkpoint folder every rank wrote into) for this step."""
         ...
 
-    def latest_checkpoint(self) -> Path | None:
-        """Folder of the latest committed checkpoint to resume from, if any."""
+    def checkpoints(self) -> Iterable[Path]:
+        """Folders of the committed checkpoints to resume from, newest first (the loop takes
+        the first intact one: :func:`~valign_ray.train.checkpoints.pick_intact_checkpoint`)."""
         ...
 
 
@@ -36,9 +38,11 @@ class LocalContext:
     rank = 0
     world_size = 1
 
-    def __init__(self, resume_from: Path | None = None) -> None:
+    def __init__(self, resume_from: Path | Sequence[Path] | None = None) -> None:
         self.reports: list[dict[str, Any]] = []
-        self._resume_from = resume_from
+        if resume_from is None:
+            resume_from = []
+        self._resume_from = [resume_from] if isinstance(resume_from, Path) else list(resume_from)
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.clone()
@@ -46,5 +50,5 @@ class LocalContext:
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
         self.reports.append({**metrics, "checkpoint": checkpoint_dir})
 
-    def latest_checkpoint(self) -> Path | None:
+    def checkpoints(self) -> list[Path]:
         return self._resume_from

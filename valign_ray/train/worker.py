@@ -25,7 +25,11 @@ from valign_ray.config import PipelineConfig
 from valign_ray.methods import get_method
 from valign_ray.methods.base import Method, StepInputs
 from valign_ray.train.batches import BatchPlan
-from valign_ray.train.checkpoints import load_checkpoint, save_checkpoint
+from valign_ray.train.checkpoints import (
+    load_checkpoint,
+    pick_intact_checkpoint,
+    save_checkpoint,
+)
 from valign_ray.train.context import TrainContext
 from valign_ray.train.export import HF_EXPORT
 from valign_ray.train.logprobs import encode_pair
@@ -53,6 +57,8 @@ class TrainJob:
     dataset_card: dict[str, Any] | None = None  # named in the exported model's card
     manifest: dict[str, Any] | None = None  # the run's manifest, logged to W&B
     weighting: dict[str, Any] | None = None  # the weights stage's summary, logged to W&B
+    # Groups under report.min_group_n training respondents: no per-group metrics for them.
+    hidden_groups: tuple[str, ...] = ()
 
 
 @dataclass
@@ -82,7 +88,8 @@ def _rows_as_tensors(
     out: dict[str, Any] = {}
     if "group" in part.columns and groups:
         codes = {g: i for i, g in enumerate(groups)}
-        out["group_id"] = torch.tensor([codes[g] for g in part["group"].to_list()])
+        # -1: a group left out (too small to report), counted in no group's metric
+        out["group_id"] = torch.tensor([codes.get(g, -1) for g in part["group"].to_list()])
         out["group_names"] = groups
     n = part.height
     out["weight"] = (
@@ -163,6 +170,9 @@ def _setup(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> _Loop:
         epochs=tcfg.epochs,
         seed=tcfg.seed,
         max_steps=tcfg.max_steps,
+        bucket_steps=tcfg.bucket_steps,
+        # A row's length: its longest sequence (what its micro-batch pads to).
+        lengths=np.array([max(e.length for e in seqs) for seqs in zip(*enc.values(), strict=True)]),
     )
     plan.validate()
     ds_config = deepspeed_config(tcfg, ctx.world_size)
@@ -172,7 +182,7 @@ def _setup(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> _Loop:
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
     )
     engine.train()  # from_pretrained leaves the model in eval mode (dropout off)
-    resume = ctx.latest_checkpoint()
+    resume = pick_intact_checkpoint(ctx.checkpoints(), ctx.rank)
     start = load_checkpoint(engine, resume, ctx.rank) if resume is not None else 0
     params = method.params(cfg, rows)
     return _Loop(
@@ -218,10 +228,8 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
     groups = (
         sorted(rows["group"].drop_nulls().unique().to_list()) if "group" in rows.columns else []
     )
-    groups = groups if len(groups) <= 16 else []
-    lengths = np.array(
-        [max(e.length for e in seqs) for seqs in zip(*loop.enc.values(), strict=True)]
-    )
+    groups = [g for g in groups if g not in job.hidden_groups] if len(groups) <= 16 else []
+    lengths = plan.lengths
     last: dict[str, float] = {}
     for step in range(loop.start_step, plan.total_steps):
         if job.fail_at_step == step and not loop.resumed and ctx.rank == job.fail_rank:
