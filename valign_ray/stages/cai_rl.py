@@ -130,7 +130,7 @@ def run_cai_rl(ctx: StageContext) -> CaiRlResult:
     from valign_ray.cai.cards import write_cai_card
     from valign_ray.cai.rl import make_pairs, sample_answers
     from valign_ray.models import load_tokenizer
-    from valign_ray.stages.training import train_to_folder
+    from valign_ray.stages.train_folder import train_to_folder
 
     cfg, out = ctx.cfg, ctx.layout.cai_dir("rl")
     sl_model = ctx.layout.cai_dir("sl") / "model"

@@ -85,7 +85,7 @@ def run_cai_sl(ctx: StageContext) -> CaiSlResult:
     from valign_ray.cai.cards import cai_card, provenance, write_cai_card
     from valign_ray.cai.sl import generation_stats, sft_rows, sl_cai_records
     from valign_ray.models import load_tokenizer
-    from valign_ray.stages.training import train_to_folder
+    from valign_ray.stages.train_folder import train_to_folder
     from valign_ray.train.reference import model_fingerprint
 
     cfg, out = ctx.cfg, ctx.layout.cai_dir("sl")
