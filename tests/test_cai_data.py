@@ -353,3 +353,63 @@ def test_report_section_shows_labels_principles_and_examples(tmp_path) -> None:
     assert len(shown) == 9  # 3 prompts x (answer, critique, revision)
     assert [r[2] for r in shown[:3]] == ["answer", "critique", "revision"]
     assert any(getattr(b, "key", "") == "cai_labels" for b in sec.blocks)
+
+
+def test_label_pairs_wires_both_feedback_modes(tiny_model_dir, tmp_path) -> None:
+    """RL-CAI's labelling without Ray: implicit reward with policy = reference gives exactly
+    0.5 (reward difference 0); choice labels are probabilities with M principles per pair."""
+    import dataclasses
+
+    import yaml
+
+    from valign_ray.cai.feedback import choice_labels, implicit_reward_labels
+    from valign_ray.config import PipelineConfig
+    from valign_ray.stages.cai_rl import label_pairs
+
+    constitution = tmp_path / "constitution.yaml"
+    constitution.write_text(
+        yaml.safe_dump(
+            {
+                "principles": [
+                    {"id": p.id, "text": p.text, "support": p.support,
+                     "overall_support": p.overall_support}
+                    for p in CONSTITUTION.principles
+                ]
+            }
+        )
+    )  # fmt: skip
+    pairs = pl.DataFrame(
+        {
+            "pair_id": ["p:0-1", "q:0-1"],
+            "question": ["Should the council protect the bush?", "Fund the library?"],
+            "response_a": [" Yes, protect the native bush.", " Yes."],
+            "response_b": [" No, keep costs low for families.", " No."],
+        }
+    )
+    fns = (choice_labels, implicit_reward_labels)
+    base = PipelineConfig()
+    implicit = dataclasses.replace(
+        base,
+        cai=dataclasses.replace(
+            base.cai, feedback=dataclasses.replace(base.cai.feedback, mode="implicit_reward")
+        ),
+    )
+    same = {"policy": str(tiny_model_dir), "reference": str(tiny_model_dir)}
+    out = label_pairs(fns, pairs, implicit, same, "cpu")
+    assert out["label"].to_list() == [0.5, 0.5]
+    assert out["reward_a"].to_list() == [0.0, 0.0]
+    choice = dataclasses.replace(
+        base,
+        cai=dataclasses.replace(
+            base.cai,
+            templates=str(REPO / "configs" / "cai_templates.yaml"),
+            feedback=dataclasses.replace(base.cai.feedback, principles_per_pair=3),
+        ),
+    )
+    models = {"feedback": str(tiny_model_dir), "constitution": str(constitution)}
+    out = label_pairs(fns, pairs, choice, models, "cpu")
+    assert out["label"].is_between(0, 1).all()
+    assert out["principle_ids"].list.len().to_list() == [3, 3]
+    # Both orders averaged: label = (label_ab + label_ba) / 2 before any clamping.
+    mean = (out["label_ab"] + out["label_ba"]) / 2
+    assert (out["label"] - mean).abs().max() < 1e-9
