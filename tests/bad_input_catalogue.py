@@ -36,9 +36,8 @@ Call = list[str] | Callable[[], object]  # argv for valign, or a library call
 @dataclass(frozen=True)
 class Case:
     name: str  # a short id
-    kind: (
-        str  # what sort of input: survey, platform, instrument, margins, config, model, polis, cli
-    )
+    # what sort of input: survey, platform, instrument, margins, config, model, polis, cli, cai
+    kind: str
     input: str  # what is wrong with it, for the doc
     make: Callable[[Path], Call]  # writes the bad input under a folder; says how to run it
     expect: tuple[str, ...]  # fragments the answer must hold (the file, the row, the field)
@@ -517,6 +516,73 @@ def _cli_cases() -> list[Case]:
     ]  # fmt: skip
 
 
+CAI_SMOKE = str(REPO / "configs" / "cai_smoke.yaml")
+
+
+def _cai(d: Path, *sets: str) -> list[str]:
+    """``valign cai`` on the smoke config: these inputs are refused before any stage runs."""
+    argv = ["cai", CAI_SMOKE, "--output-dir", str(d / "runs")]
+    for item in sets:
+        argv += ["--set", item]
+    return argv
+
+
+def _cai_prompt_file(d: Path, name: str, text: str) -> Callable[[], object]:
+    """The prompt file's first quarantined row (line, reason), or its error."""
+    from valign_ray.cai.prompts import file_prompts
+
+    path = _write(d / name, text)
+
+    def run() -> str:
+        _, bad = file_prompts(path)
+        source, line, reason = bad.row(0)
+        return f"quarantined: {path} line {line}: {reason}"
+
+    return run
+
+
+def _cai_cases() -> list[Case]:
+    good = '{"prompt_id": "a", "prompt": "Fund rail?"}\n'
+    return [
+        Case("cai-prompt-file-duplicate-id", "cai", "a JSONL prompt file repeats a prompt_id",
+             lambda d: _cai_prompt_file(d, "p.jsonl", good + good),
+             ("p.jsonl line 2", "appears on an earlier line"), code=None),
+        Case("cai-prompt-file-empty-prompt", "cai", "a CSV prompt file row has no prompt",
+             lambda d: _cai_prompt_file(d, "p.csv", "prompt_id,prompt\na,Fund rail?\nb,\n"),
+             ("p.csv line 3", "prompt is missing"), code=None),
+        Case("cai-prompt-file-no-columns", "cai", "a CSV prompt file without prompt_id, prompt",
+             lambda d: _cai_prompt_file(d, "p.csv", "id,text\n1,hi\n"),
+             ("p.csv", "prompt_id", "cai.prompts.file")),
+        Case("cai-prompt-file-missing", "cai", "cai.prompts.file names no file",
+             lambda d: _cai(d, f"cai.prompts.file={d / 'none.jsonl'}"),
+             ("none.jsonl", "cai.prompts.file")),
+        Case("cai-options-identical", "cai", "cai.feedback.options are the same string",
+             lambda d: _cai(d, 'cai.feedback.options=["(A)", "(A)"]'),
+             ("cai.feedback.options", "must be different and non-empty")),
+        Case("cai-options-empty", "cai", "one of cai.feedback.options is empty",
+             lambda d: _cai(d, 'cai.feedback.options=["", "(B)"]'),
+             ("cai.feedback.options", "must be different and non-empty")),
+        Case("cai-clamp-reversed", "cai", "cai.feedback.clamp has lo > hi",
+             lambda d: _cai(d, "cai.feedback.clamp=[0.6, 0.4]"),
+             ("cai.feedback.clamp", "0 <= lo <= hi <= 1")),
+        Case("cai-constitution-empty", "cai", "cai.constitution has no principles",
+             lambda d: _cai(d, f"cai.constitution={_write(d / 'c.yaml', 'principles: []')}"),
+             ("c.yaml", "no principles", "cai.constitution")),
+        Case("cai-template-missing-placeholder", "cai",
+             "cai.templates: the critique request lacks {principle}",
+             lambda d: _cai(d, f"cai.templates={_templates_without(d, '{principle}')}"),
+             ("critique_request", "missing placeholder(s) {principle}")),
+    ]  # fmt: skip
+
+
+def _templates_without(d: Path, placeholder: str) -> Path:
+    text = (REPO / "configs" / "cai_templates.yaml").read_text(encoding="utf-8")
+    head, rest = text.split("critique_request:", 1)
+    first, others = rest.split("revision_request:", 1)
+    first = first.replace(placeholder, "")
+    return _write(d / "t.yaml", head + "critique_request:" + first + "revision_request:" + others)
+
+
 CASES: list[Case] = [
     *_survey_cases(),
     *_platform_cases(),
@@ -526,6 +592,7 @@ CASES: list[Case] = [
     *_model_cases(),
     *_polis_cases(),
     *_cli_cases(),
+    *_cai_cases(),
 ]
 
 

@@ -34,6 +34,7 @@ def test_the_catalogue_is_big_and_names_are_unique() -> None:
         "model",
         "polis",
         "cli",
+        "cai",
     }
 
 

@@ -12,6 +12,7 @@ import pytest
 from valign_ray.config import PipelineConfig, load_config
 from valign_ray.config_loader import ConfigError, from_dict, load_yaml, to_dict
 
+QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"  # a KTO config
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
 
 
@@ -80,7 +81,7 @@ def test_wrong_values_are_rejected(override: str, fragment: str) -> None:
 
 
 def test_overrides_apply_and_parse_yaml_numbers() -> None:
-    cfg = load_config(CONFIGS[0], ["train.lr=3e-4", "loss.lambda_d=auto", "model.path=null"])
+    cfg = load_config(QUICKSTART, ["train.lr=3e-4", "loss.lambda_d=auto", "model.path=null"])
     assert cfg.train.lr == pytest.approx(3e-4)
     assert cfg.loss.lambda_d == "auto"
     assert cfg.model.path is None

@@ -23,6 +23,8 @@ HELP = {
     "eval, report",
     "train": "every stage up to and including training (no evaluation or report)",
     "prepare": "survey ingestion, weighting, the constitution and the training datasets",
+    "cai": "Constitutional AI: the preparation stages, SL-CAI, RL-CAI and the held-out "
+    "evaluation of base, SL-CAI and RL-CAI models (configs/cai_*.yaml)",
     "ingest": "survey ingestion only: canonical tables, quarantine and counts (a platform "
     "export through its mapping: docs/PLATFORMS.md)",
     "export-instrument": "the instrument as a LimeSurvey TSV structure file or a Qualtrics "
@@ -72,6 +74,13 @@ def _run(args: argparse.Namespace) -> Any:
             f"{args.command}: the following arguments are required: config (or --resume RUN_DIR)"
         )
     return run_pipeline(load_config(args.config, _overrides(args)), stages=STAGES[args.command])
+
+
+def _cai(args: argparse.Namespace) -> Any:
+    from valign_ray.cai_pipeline import run_cai
+    from valign_ray.config import load_config
+
+    return run_cai(load_config(args.config, _overrides(args)))
 
 
 def _sweep(args: argparse.Namespace) -> Any:
@@ -229,6 +238,8 @@ def _parser() -> argparse.ArgumentParser:
                 metavar="SWEEP_DIR",
                 help="resume the sweep in SWEEP_DIR (<run_dir>/sweep): finished trials are kept",
             )
+    _config_args(p := sub.add_parser("cai", help=HELP["cai"]))
+    p.set_defaults(fn=_cai)
     p = sub.add_parser("report", help=HELP["report"])
     p.add_argument("run_dir", help="a run directory (output_dir/name)")
     p.set_defaults(fn=_report)

@@ -15,6 +15,11 @@ from typing import Annotated, Literal
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
+# The Constitutional AI section lives in its own module (kept under 400 lines); re-exported.
+from valign_ray.config_cai import CaiConfig as CaiConfig
+from valign_ray.config_cai import CaiFeedbackConfig as CaiFeedbackConfig
+from valign_ray.config_cai import CaiPromptsConfig as CaiPromptsConfig
+from valign_ray.config_cai import CaiSamplingConfig as CaiSamplingConfig
 from valign_ray.config_loader import (
     STRICT,
     Bool,
@@ -116,36 +121,6 @@ class ConstitutionConfig:
     group_column: Str | None = None
     threshold: Float = Field(0.6, ge=0, le=1)  # minimum weighted agree share in every group
     min_votes_per_group: Int = Field(5, ge=1)  # fewer answers in a group: statement ineligible
-
-
-@dataclass(frozen=True, config=STRICT)
-class CaiSamplingConfig:
-    """How the CAI stages sample text (:mod:`valign_ray.cai.generate`)."""
-
-    temperature: Float = Field(0.7, ge=0)  # 0: greedy
-    top_p: Float = Field(0.95, gt=0, le=1)  # nucleus: smallest set of tokens with this mass
-    max_new_tokens: Int = Field(64, ge=1)  # tokens generated per record at most
-    max_prompt_tokens: Int = Field(448, ge=1)  # longer prompts lose tokens from the left
-    stop: tuple[Str, ...] = ()  # generation ends at the first of these (cut from the text)
-    seed: Int = Field(0, ge=0)  # record seeds derive from this and the record's key
-
-
-@dataclass(frozen=True, config=STRICT)
-class CaiConfig:
-    """Constitutional AI from the survey's constitution (critique, revise, compare)."""
-
-    # A user-written constitution YAML (the survey stage's schema plus `source`); null: the
-    # survey stage's constitution.yaml.
-    constitution: Str | None = None
-    templates: Str = "configs/cai_templates.yaml"  # critique / revision / comparison templates
-    # Which principle each record gets: uniform, population_support (proportional to the
-    # weighted overall support), worst_group_support (to the lowest group's support).
-    principle_sampling: Literal["uniform", "population_support", "worst_group_support"] = (
-        "population_support"
-    )
-    sampling: CaiSamplingConfig = field(default_factory=CaiSamplingConfig)  # text generation
-    batch_size: Int = Field(16, ge=1)  # prompts per generate call
-    replicas: Int = Field(1, ge=1)  # Ray Data model replicas (one per GPU in production)
 
 
 @dataclass(frozen=True, config=STRICT)

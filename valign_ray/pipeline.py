@@ -82,13 +82,17 @@ def _run_or_skip(
     return seconds
 
 
-def _run_stages(cfg: PipelineConfig, names: tuple[str, ...]) -> tuple[StageContext, RunSummary]:
+def _run_stages(
+    cfg: PipelineConfig, names: tuple[str, ...], stages: tuple[Stage, ...] = STAGES
+) -> tuple[StageContext, RunSummary]:
     # Messages of every stage withhold personal values unless the config opts in (privacy.py).
     with personal_data_logging(cfg.privacy.log_personal_data):
-        return _run_each_stage(cfg, names)
+        return _run_each_stage(cfg, names, stages)
 
 
-def _run_each_stage(cfg: PipelineConfig, names: tuple[str, ...]) -> tuple[StageContext, RunSummary]:
+def _run_each_stage(
+    cfg: PipelineConfig, names: tuple[str, ...], stages: tuple[Stage, ...]
+) -> tuple[StageContext, RunSummary]:
     get_method(cfg.loss.name).check(cfg)
     layout = layout_of(cfg)
     layout.run_dir.mkdir(parents=True, exist_ok=True)
@@ -102,8 +106,8 @@ def _run_each_stage(cfg: PipelineConfig, names: tuple[str, ...]) -> tuple[StageC
     wall: dict[str, float] = {}
     skipped = []
     t0 = time.perf_counter()
-    last = max(i for i, s in enumerate(STAGES) if s.name in names)
-    for stage in STAGES[: last + 1]:
+    last = max(i for i, s in enumerate(stages) if s.name in names)
+    for stage in stages[: last + 1]:
         seconds = _run_or_skip(stage, ctx, earlier, run=stage.name in names)
         if seconds is None:  # skipped: keep the time the recorded run took
             skipped.append(stage.name)

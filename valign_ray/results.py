@@ -3,7 +3,8 @@
 Each stage of :mod:`valign_ray.pipeline` returns one of these dataclasses. ``summary.json``
 keeps its historical keys (``survey``, ``weighting``, ``constitution``, ``datasets``,
 ``model``, ``reference``, ``train``, ``eval``, ``wall_s``) plus ``manifest`` and
-``fingerprints``; reading it back is strict: an unknown key is an error, not a silent default.
+``fingerprints``, and ``cai`` (``sl``, ``rl``, ``eval``: the ``valign cai`` stages); reading it
+back is strict: an unknown key is an error, not a silent default.
 """
 
 from __future__ import annotations
@@ -157,6 +158,49 @@ class EvalResult:
         return cls(models=dict(data))
 
 
+@dataclass(frozen=True)
+class CaiSlResult:
+    """SL-CAI: prompts per source, quarantined rows, records, SFT rows, generation speed."""
+
+    prompts: dict[str, int]  # prompts per source (survey, file, hh_rlhf)
+    quarantined: dict[str, int]  # rows set aside, by reason
+    records: dict[str, int]  # generations per kind (answer, critique, revision)
+    sft_rows: int
+    generation: dict[str, float]  # records, tokens, seconds, tokens_per_s
+    train: dict[str, float]  # the SFT run's final metrics
+    model_path: str
+
+
+@dataclass(frozen=True)
+class CaiRlResult:
+    """RL-CAI: samples, pairs, labels (histogram, per principle), training rows, speed."""
+
+    samples: int
+    pairs: int
+    quarantined: dict[str, int]  # pairs set aside, by reason
+    feedback_mode: str
+    label_mean: float
+    label_histogram: list[int]  # counts in 10 bins over [0, 1]
+    principle_means: dict[str, float]  # mean label per principle (choice feedback)
+    loss: str  # dpo or kto
+    train_rows: int
+    generation: dict[str, float]
+    feedback_s: float
+    train: dict[str, float]
+    model_path: str
+
+
+@dataclass(frozen=True)
+class CaiEvalResult:
+    """Held-out evaluation of base, SL-CAI, RL-CAI (and the survey-aligned model when trained);
+    with implicit_reward feedback, the labels' agreement with held-out survey preferences."""
+
+    models: dict[str, dict[str, Any]]
+    feedback_agreement: dict[str, float] | None = None
+
+
+# Stage section -> its key under summary.json's "cai" section.
+CAI_SECTIONS = {"cai_sl": "sl", "cai_rl": "rl", "cai_eval": "eval"}
 SECTIONS: dict[str, type] = {
     "survey": SurveyResult,
     "weighting": WeightingResult,
@@ -166,6 +210,9 @@ SECTIONS: dict[str, type] = {
     "reference": ReferenceResult,
     "train": TrainResult,
     "eval": EvalResult,
+    "cai_sl": CaiSlResult,
+    "cai_rl": CaiRlResult,
+    "cai_eval": CaiEvalResult,
 }
 
 
@@ -203,16 +250,28 @@ class RunSummary:
         out: dict[str, Any] = {"name": self.name, "run_dir": self.run_dir}
         for section in SECTIONS:
             if section in self.results:
-                out[section] = result_to_json(self.results[section])
+                key = CAI_SECTIONS.get(section)
+                value = result_to_json(self.results[section])
+                if key is None:
+                    out[section] = value
+                else:  # the CAI stages share one "cai" section
+                    out.setdefault("cai", {})[key] = value
+        if "cai" in out:  # the CAI stages' wall times again, beside their counts
+            out["cai"]["wall_s"] = {s: self.wall_s[s] for s in CAI_SECTIONS if s in self.wall_s}
         out.update(wall_s=self.wall_s, fingerprints=self.fingerprints, skipped=self.skipped)
         out["manifest"] = self.manifest
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunSummary:
+        data = dict(data)
+        cai = dict(data.pop("cai", {}))
+        cai.pop("wall_s", None)  # a copy of wall_s's CAI entries
         unknown = sorted(set(data) - set(SECTIONS) - set(cls.TOP_KEYS))
+        unknown += [f"cai.{k}" for k in sorted(set(cai) - set(CAI_SECTIONS.values()))]
         if unknown:
             raise SummaryError(f"summary.json: unknown key(s) {unknown}")
+        data.update({s: cai[k] for s, k in CAI_SECTIONS.items() if k in cai})
         results = {s: result_from_json(s, data[s]) for s in SECTIONS if s in data}
         return cls(
             name=data["name"],

@@ -140,6 +140,11 @@ class RunLayout:
     def checkpoint(self) -> Path:
         return self.run_dir / "checkpoint"
 
+    # -- Constitutional AI (valign cai)
+    def cai_dir(self, stage: str) -> Path:
+        """``cai/sl`` or ``cai/rl``: records, rows, card.json, card.md, model/, checkpoint/."""
+        return self.run_dir / "cai" / stage
+
     # -- report
     @property
     def report_md(self) -> Path:

@@ -119,8 +119,11 @@ def write_report(run_dir: Path) -> dict[str, Path]:
 
 
 def build_sections(run_dir: Path, cfg: Any, summary: RunSummary) -> list[Section]:
-    """The six sections, in order, from whatever files the run directory holds."""
-    return [
+    """The six sections, in order, from whatever files the run directory holds (and a
+    seventh, Constitutional AI, after ``valign cai``)."""
+    from valign_ray.eval.report_cai import cai_section
+
+    sections = [
         _summary_section(run_dir, cfg, summary),
         _survey_section(run_dir, summary),
         _data_section(run_dir, summary),
@@ -128,6 +131,8 @@ def build_sections(run_dir: Path, cfg: Any, summary: RunSummary) -> list[Section
         _eval_section(summary),
         constitution_section(run_dir / "constitution.yaml"),
     ]
+    cai = cai_section(run_dir, summary)
+    return sections + ([cai] if cai is not None else [])
 
 
 # ---------------------------------------------------------------- sections

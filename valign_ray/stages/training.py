@@ -8,7 +8,6 @@ no stage branches on a method's name.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from valign_ray.results import (
 )
 from valign_ray.run_layout import write_parquet_atomic
 from valign_ray.stages.base import Stage, StageContext
+from valign_ray.stages.train_folder import train_to_folder
 
 # Keys that only steer how a run is supervised: they may change between a run and its resume.
 STEERING_KEYS = ("max_failures", "report_every", "checkpoint_every")
@@ -184,53 +184,18 @@ def _reference_outputs(ctx: StageContext) -> list[Path]:
     return [ctx.layout.reference_cache(ref.key)] if ref is not None and ref.key else []
 
 
-def _weighting_json(ctx: StageContext) -> dict[str, Any] | None:
-    """The weights stage's summary (cap used, margin misses): a run that accepted a binding
-    cap says so in W&B too."""
-    from valign_ray.results import result_to_json
-
-    result = ctx.results.get("weighting")
-    return None if result is None else result_to_json(result)
-
-
 def run_train(ctx: StageContext) -> TrainResult:
     """Ray Train + DeepSpeed; the final checkpoint's Hugging Face export becomes ``model/``."""
-    from valign_ray.distributed.trainer import fit
-    from valign_ray.provenance import manifest
-    from valign_ray.train.worker import HF_EXPORT, TrainJob
-
-    layout = ctx.layout
-    job = TrainJob(
-        config=ctx.cfg,
-        model_path=str(base_model_path(ctx).resolve()),
-        wandb_dir=str(layout.wandb_dir.resolve()),
-        metrics_path=str(layout.train_metrics.resolve()),
+    return train_to_folder(
+        ctx,
+        ctx.cfg,
+        scored_rows(ctx),
+        model_path=base_model_path(ctx),
+        stage="train",
+        folder=ctx.layout.model,
+        checkpoint=ctx.layout.checkpoint,
         dataset_card=ctx.results["datasets"].to_json(),
-        manifest=manifest(ctx.input_files),
-        weighting=_weighting_json(ctx),
-        hidden_groups=_small_training_groups(ctx),
     )
-    # Same inputs -> same name -> Ray Train resumes an interrupted run from its latest
-    # checkpoint; anything different starts afresh beside it.
-    name = f"train-{ctx.fingerprints['train'][:10]}"
-    print(f"training run {name} (rerun the same command to resume it)", flush=True)
-    result = fit(job, scored_rows(ctx), storage_path=layout.ray_train, name=name)
-    shutil.rmtree(layout.checkpoint, ignore_errors=True)
-    result.checkpoint.to_directory(str(layout.checkpoint))
-    shutil.rmtree(layout.model, ignore_errors=True)
-    shutil.copytree(layout.checkpoint / HF_EXPORT, layout.model)
-    metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)}
-    return TrainResult(metrics=metrics, model_path=str(layout.model))
-
-
-def _small_training_groups(ctx: StageContext) -> tuple[str, ...]:
-    """Groups with fewer training respondents than ``report.min_group_n`` (no per-group
-    training metrics in W&B or the metrics file for them: eval/small_groups.py)."""
-    from valign_ray.eval.small_groups import group_sizes
-
-    train = pl.read_parquet(ctx.layout.answers_split("train"))
-    sizes = group_sizes(train, ctx.weighted_respondents(), ctx.cfg.data.group_column)
-    return tuple(g for g, n in sizes.items() if n < ctx.cfg.report.min_group_n)
 
 
 def _train_inputs(ctx: StageContext) -> dict[str, Any]:
