@@ -242,6 +242,8 @@ class RayConfig:
 @dataclass(frozen=True, config=STRICT)
 class EvalConfig:
     batch_size: Int = Field(64, ge=1)  # rows per scoring batch
+    bootstrap: Int = Field(200, ge=0)  # respondent-bootstrap replicates (re-weighted); 0: none
+    bootstrap_seed: Int = Field(0, ge=0)  # seeds the respondent bootstrap's draws
 
 
 @dataclass(frozen=True, config=STRICT)

@@ -210,7 +210,7 @@ def _write_results(
 def results_text(results: dict, diffs: dict, meta: dict[str, Any]) -> str:
     """results.md: one table per preference form, then the paired differences."""
     md = [runs.results_markdown(results[f], title=f"{f} ({c})") for f, c in FORMS.items()]
-    lines = ["### paired differences (bootstrap over the same items)", ""]
+    lines = ["### paired differences (item bootstrap over the same items)", ""]
     for form, d in diffs.items():
         lines += [
             f"- {form}: {k}: dA(pop) {v['population']['estimate']:+.3f} "
