@@ -17,14 +17,14 @@ CONFIG = REPO / "configs/representation.yaml"
 
 
 def test_only_oracle_variants_read_the_oracle_survey() -> None:
-    """Seven trained variants; the two *_oracle ones switch the survey to the oracle files
+    """Nine trained variants; the two *_oracle ones switch the survey to the oracle files
     (after their own overrides), the others keep the synthetic source."""
     base = load_config(CONFIG)
     files = {"instrument": Path("/o/instrument.yaml"), "respondents": Path("/o/respondents.csv")}
     variants = {v.name: v.overrides for v in representation_variants(base, files)}
     assert list(variants) == [
-        "kto_unweighted", "kto_weighted", "kto_oracle",
-        "dpo_unweighted", "dpo_hard", "dpo_oracle", "dpo_soft",
+        "kto_unweighted", "kto_weighted", "kto_balanced", "kto_oracle",
+        "dpo_unweighted", "dpo_hard", "dpo_balanced", "dpo_oracle", "dpo_soft",
     ]  # fmt: skip
     oracle = (
         "survey.source=files",
@@ -34,15 +34,18 @@ def test_only_oracle_variants_read_the_oracle_survey() -> None:
     )
     assert variants["kto_oracle"] == ("weighting.enabled=false", *oracle)
     assert variants["dpo_oracle"] == ("loss.name=dpo", "weighting.enabled=false", *oracle)
-    for name in ("kto_unweighted", "kto_weighted", "dpo_hard", "dpo_soft"):
+    for name in ("kto_unweighted", "kto_weighted", "kto_balanced", "dpo_hard", "dpo_soft"):
         assert not any(o.startswith("survey.") for o in variants[name])
+    assert variants["dpo_balanced"] == (
+        "loss.name=dpo", "weighting.enabled=true", "weighting.scheme=balanced"
+    )  # fmt: skip
 
 
 @pytest.mark.slow
 @pytest.mark.ray
 def test_the_whole_experiment_at_a_tiny_size(ray_session, tmp_path: Path) -> None:
-    """Seven 2-step runs through the experiment runner, then the scoring: every run finished,
-    results for the base model and all seven variants in both model forms, the plots."""
+    """Nine 2-step runs through the experiment runner, then the scoring: every run finished,
+    results for the base model and all nine variants in both model forms, the plots."""
     from valign_ray.eval.representation_experiment import run_representation_experiment
 
     sets = [
@@ -53,7 +56,7 @@ def test_the_whole_experiment_at_a_tiny_size(ray_session, tmp_path: Path) -> Non
     ]
     out = run_representation_experiment(CONFIG, sets, tmp_path / "exp")
     runs = pl.read_csv(tmp_path / "exp" / "runs.csv")
-    assert runs.height == 7 and (runs["status"] == "finished").all()
+    assert runs.height == 9 and (runs["status"] == "finished").all()
     assert set(out["results"]["implicit"]) == {"base", *runs["run"]}
     assert set(out["results"]["data"]) == set(runs["run"])
     saved = json.loads((tmp_path / "exp" / "results.json").read_text())

@@ -44,9 +44,11 @@ def replicate_weigher(wcfg: WeightingConfig) -> Reweigh | None:
 
         return by_group
     from valign_ray.survey.cap_policy import rake_with_cap_policy
-    from valign_ray.survey.margins import load_margins, select_margins
+    from valign_ray.survey.margins import balanced_margins, load_margins, select_margins
 
     margins = select_margins(load_margins(wcfg.margins), list(wcfg.variables))
+    if wcfg.scheme == "balanced":
+        margins = balanced_margins(margins)
 
     def rake(resp: pl.DataFrame) -> np.ndarray:
         result = rake_with_cap_policy(
