@@ -63,3 +63,27 @@ def test_the_whole_experiment_at_a_tiny_size(ray_session, tmp_path: Path) -> Non
     assert saved["base_models_identical"] is True
     for name in ("results.md", "a_population_implicit.png", "a_groups_logprob.png"):
         assert (tmp_path / "exp" / name).exists(), name
+
+
+def test_tradeoff_table_puts_population_next_to_worst_group() -> None:
+    """Rows for the variants present, in method then weighting order; each cell estimate
+    [lo, hi]; the worst group named."""
+    from valign_ray.eval.representation_runs import tradeoff_markdown
+
+    def r(pop: float, worst: float, group: str) -> dict:
+        return {
+            "population": {"estimate": pop, "lo": pop - 0.01, "hi": pop + 0.01},
+            "worst_group": {"group": group, "estimate": worst, "lo": worst - 0.02, "hi": worst},
+        }
+
+    text = tradeoff_markdown(
+        {"dpo_hard": r(0.977, 0.716, "age_band=65+"), "dpo_balanced": r(0.93, 0.80, "gender=m"),
+         "dpo_unweighted": r(0.891, 0.792, "age_band=65+"), "base": r(0.5, 0.4, "x")},
+        title="t",
+    )  # fmt: skip
+    rows = [line for line in text.splitlines() if line.startswith("| dpo")]
+    assert rows == [
+        "| dpo | none | 0.891 [0.881, 0.901] | 0.792 [0.772, 0.792] | age_band=65+ |",
+        "| dpo | population | 0.977 [0.967, 0.987] | 0.716 [0.696, 0.716] | age_band=65+ |",
+        "| dpo | group-balanced | 0.930 [0.920, 0.940] | 0.800 [0.780, 0.800] | gender=m |",
+    ]
