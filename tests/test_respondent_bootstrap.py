@@ -63,6 +63,7 @@ def test_reraking_meets_the_margins_in_every_replicate(tmp_path: Path) -> None:
     replicate's mix of men and women varies."""
     sex = ["m"] * 3 + ["f"] * 7
     resp = pl.DataFrame({"respondent_id": [f"r{i}" for i in range(10)], "sex": sex})
+    resp = resp.with_columns(weight=1.0)  # the run's weights ride along, as in the eval stage
     wcfg = WeightingConfig(
         margins=_margins(tmp_path, {"m": 0.5, "f": 0.5}), variables=("sex",), trim_max=None
     )
@@ -109,7 +110,9 @@ def test_opinion_group_scheme_and_off() -> None:
     """opinion_groups re-weights each replicate to equal group shares; weighting off: None."""
     assert replicate_weigher(WeightingConfig(enabled=False)) is None
     weigh = replicate_weigher(WeightingConfig(scheme="opinion_groups"))
-    frame = pl.DataFrame({"respondent_id": ["a", "a", "b"], "group": ["0", "0", "1"]})
+    frame = pl.DataFrame(
+        {"respondent_id": ["a", "a", "b"], "group": ["0", "0", "1"], "weight": [5.0, 5.0, 1.0]}
+    )
     # group 0 (two rows) and group 1 (one row) each get half: 0.75, 0.75, 1.5 (mean 1)
     assert weigh(frame) == pytest.approx([0.75, 0.75, 1.5])
     assert pair_credit(np.array([0.7, 0.5, 0.2])) == pytest.approx([1.0, 0.5, 0.0])

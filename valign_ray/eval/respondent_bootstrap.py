@@ -39,6 +39,7 @@ def replicate_weigher(wcfg: WeightingConfig) -> Reweigh | None:
         from valign_ray.survey.opinion_weights import opinion_group_weights
 
         def by_group(resp: pl.DataFrame) -> np.ndarray:
+            resp = resp.drop("weight", strict=False)  # the run's weights, replaced here
             out = opinion_group_weights(resp, shares=wcfg.group_shares, base_weight=base(resp))
             return out["weight"].to_numpy()
 
@@ -52,7 +53,7 @@ def replicate_weigher(wcfg: WeightingConfig) -> Reweigh | None:
 
     def rake(resp: pl.DataFrame) -> np.ndarray:
         result = rake_with_cap_policy(
-            resp,
+            resp.drop("weight", strict=False),  # the run's weights, replaced here
             margins,
             trim_max=wcfg.trim_max,
             on_cap_binding=wcfg.on_cap_binding,
