@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from valign_ray.config import DataConfig, ModelConfig, PipelineConfig
+from valign_ray.config import DataConfig, ModelConfig, PipelineConfig, WeightingConfig
 from valign_ray.data.builders import build_dpo_pairs
 from valign_ray.eval.heldout import evaluate_pairs
 from valign_ray.models import load_model, load_tokenizer
@@ -60,11 +60,14 @@ UNSEEN = _ratings([("r1", "p2", "p2a", 1), ("r1", "p2", "p2b", 0),
                    ("r3", "p2", "p2a", 0), ("r3", "p2", "p2b", 1)])  # fmt: skip
 
 
-def _context(tmp_path: Path, model_dir: Path, holdout_items: float) -> StageContext:
+def _context(
+    tmp_path: Path, model_dir: Path, holdout_items: float, weighting: bool = True
+) -> StageContext:
     cfg = PipelineConfig(
         output_dir=str(tmp_path),
         data=DataConfig(holdout_items=holdout_items),
         model=ModelConfig(path=str(model_dir)),
+        weighting=WeightingConfig(enabled=weighting),
     )
     layout = RunLayout.of(cfg.output_dir, cfg.name)
     tables = {"items": ITEMS, "candidates": CANDIDATES, "respondents": RESPONDENTS}
@@ -118,3 +121,23 @@ def test_unseen_items_are_scored_apart(tmp_path: Path, tiny_model_dir: Path) -> 
 def test_no_unseen_items_without_holdout(tmp_path: Path, tiny_model_dir: Path) -> None:
     ev = run_eval(_context(tmp_path, tiny_model_dir, holdout_items=0.0)).models
     assert "unseen_items" not in ev["base"] and ev["base"]["n_pairs"] == 2
+
+
+def test_respondent_bootstrap_interval(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Held-out r1 (weight 1) chose p1a, r2 (weight 2) p1b: the model agrees with exactly one
+    of them (one model scores both pairs), so the accuracy is 1/3 or 2/3 and a replicate
+    (r1 r1, r1 r2, r2 r1 or r2 r2; weights fixed, weighting being off) scores 0, 1 or in
+    between: the 95 % interval over 200 replicates is [0, 1]. The eval pairs the datasets stage
+    wrote before respondent ids were kept (as here) are rebuilt with them."""
+    ev = run_eval(_context(tmp_path, tiny_model_dir, 0.0, weighting=False)).models
+    for name in ("base", "aligned"):
+        got = ev[name]
+        assert got["preference_accuracy"] in (pytest.approx(1 / 3), pytest.approx(2 / 3))
+        assert (got["preference_accuracy_lo"], got["preference_accuracy_hi"]) == (0.0, 1.0)
+        boot = got["bootstrap"]
+        assert boot["kind"] == "respondent" and boot["reweighted"] == "none"
+        assert (boot["n_boot"], boot["failed"], boot["n_respondents"]) == (200, 0, 2)
+    summary = RunSummary(name="run", run_dir=str(tmp_path), results={"eval": EvalResult(ev)})
+    text = format_summary(summary)
+    assert "95% respondent bootstrap    [0.00, 1.00]  [0.00, 1.00]" in text
+    assert "preference_accuracy_lo" not in text

@@ -88,8 +88,9 @@ class SurveyConfig:
 class WeightingConfig:
     enabled: Bool = True  # false: every respondent weighs 1 (the "unweighted" baseline)
     # raking: to the census margins below; opinion_groups: each opinion group ("group" column,
-    # e.g. Polis's) gets a target share of the weight, for data without census margins.
-    scheme: Literal["raking", "opinion_groups"] = "raking"
+    # e.g. Polis's) gets a target share of the weight, for data without census margins;
+    # balanced: raking to equal shares of each variable's categories (every group counts equally).
+    scheme: Literal["raking", "opinion_groups", "balanced"] = "raking"
     group_shares: dict[Str, Annotated[Float, Field(gt=0)]] | None = None  # null: equal shares
     margins: Str = "data/margins/nz_2023.csv"  # population shares per variable and category
     variables: tuple[Str, ...] = ("age_band", "gender", "region_group")  # raked variables
@@ -220,6 +221,8 @@ class RayConfig:
 @dataclass(frozen=True, config=STRICT)
 class EvalConfig:
     batch_size: Int = Field(64, ge=1)  # rows per scoring batch
+    bootstrap: Int = Field(200, ge=0)  # respondent-bootstrap replicates (re-weighted); 0: none
+    bootstrap_seed: Int = Field(0, ge=0)  # seeds the respondent bootstrap's draws
 
 
 @dataclass(frozen=True, config=STRICT)

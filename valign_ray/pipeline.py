@@ -183,6 +183,20 @@ def prepare_training_inputs(cfg: PipelineConfig) -> PreparedInputs:
     )
 
 
+_CI = ("_lo", "_hi")  # interval ends, shown under their metric
+
+
+def _interval_line(metric: str, *models: dict) -> list[str]:
+    """``  95% respondent bootstrap   [0.57, 0.62]  [0.58, 0.64]`` under a metric with lo/hi."""
+    ends = [(m.get(metric + "_lo"), m.get(metric + "_hi")) for m in models]
+    if all(lo is None for lo, _ in ends):
+        return []
+    shown = [f"[{lo:.2f}, {hi:.2f}]" if lo is not None else "-" for lo, hi in ends]
+    alpha = models[0].get("bootstrap", {}).get("alpha", 0.05)
+    label = f"  {100 * (1 - alpha):g}% respondent bootstrap"
+    return [f"{label:<28}" + "".join(f"{x:>14}" for x in shown)]
+
+
 def format_summary(summary: RunSummary) -> str:
     """The final table: the evaluation side by side, then the stage times."""
     lines = ["", f"== summary: {summary.run_dir} =="]
@@ -192,8 +206,9 @@ def format_summary(summary: RunSummary) -> str:
         base, aligned = (shown_group_metrics(ev.models[k]) for k in ("base", "aligned"))
         lines.append(f"{'held-out metric':<28}{'base':>10}{'aligned':>10}")
         for metric, value in base.items():
-            if isinstance(value, float) and metric != "weight_total":
+            if isinstance(value, float) and metric != "weight_total" and metric[-3:] not in _CI:
                 lines.append(f"{metric:<28}{value:>10.4f}{aligned[metric]:>10.4f}")
+                lines += _interval_line(metric, base, aligned)
         for group, value in base.get("groups", {}).items():  # likert runs only
             lines.append(
                 f"{'A, group ' + group:<28}{value:>10.4f}{aligned['groups'][group]:>10.4f}"

@@ -155,10 +155,13 @@ def build_dpo_pairs(
     respondents: pl.DataFrame,
     *,
     group_column: str,
+    respondent_id: bool = False,
 ) -> pl.DataFrame:
     """DPO pairs from pairwise choices, and from ratings where one respondent rated two
     responses to one prompt differently (desirable beats undesirable). Pair weight = the
     respondent's weight; ``share`` is 1 (a hard label) until :func:`aggregate_pairs`.
+    ``respondent_id=True`` keeps whose pair it is (held-out pairs, for the respondent
+    bootstrap); training rows never carry it.
     """
     lookup = _respondent_lookup(respondents, group_column)
     text = candidates.select("item_id", "response_id", "text")
@@ -193,7 +196,8 @@ def build_dpo_pairs(
         raise ValueError(
             f"{pairs.height - out.height} pairs reference unknown items or respondents"
         )
-    return out.select(list(DPO_SCHEMA)).cast(DPO_SCHEMA)
+    keep = (["respondent_id"] if respondent_id else []) + list(DPO_SCHEMA)
+    return out.select(keep).cast(DPO_SCHEMA)
 
 
 def aggregate_pairs(pairs: pl.DataFrame) -> pl.DataFrame:

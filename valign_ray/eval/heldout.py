@@ -22,12 +22,23 @@ def evaluate_pairs(
     model: Any, tokenizer: Any, pairs: pl.DataFrame, *, max_length: int, batch_size: int = 64
 ) -> dict[str, float]:
     """Survey-weighted preference accuracy and mean length-normalised log-prob margin, then
-    the representation of each comparison's split (:func:`pair_representation`).
+    the representation of each comparison's split (:func:`pair_representation`): the metrics
+    (:func:`pair_metrics`) of :func:`score_pairs`."""
+    return pair_metrics(
+        score_pairs(model, tokenizer, pairs, max_length=max_length, batch_size=batch_size)
+    )
+
+
+def score_pairs(
+    model: Any, tokenizer: Any, pairs: pl.DataFrame, *, max_length: int, batch_size: int = 64
+) -> pl.DataFrame:
+    """``pairs`` in their own row order with ``logp_chosen``, ``logp_rejected`` and ``p``, the
+    model's P(chosen over rejected).
 
     ``pairs`` has ``prompt``, ``chosen`` (rated desirable or chosen), ``rejected`` and
-    ``weight`` (``item_id`` and ``group`` for the representation). Each distinct (prompt,
-    completion) is scored once, however many respondents rated it: on survey data most pairs
-    repeat across respondents.
+    ``weight`` (``item_id`` and ``group`` for the representation, ``respondent_id`` for the
+    respondent bootstrap). Each distinct (prompt, completion) is scored once, however many
+    respondents rated it: on survey data most pairs repeat across respondents.
     """
     if pairs.height == 0:
         raise ValueError("no held-out pairs to evaluate")
@@ -46,23 +57,36 @@ def evaluate_pairs(
         batch_size=batch_size,
     )
     scored = texts.with_columns(scores["logp_mean"].alias("logp"))
-    joined = pairs.join(
-        scored.rename({"completion": "chosen", "logp": "logp_chosen"}), on=["prompt", "chosen"]
-    ).join(
-        scored.rename({"completion": "rejected", "logp": "logp_rejected"}),
-        on=["prompt", "rejected"],
+    joined = (
+        pairs.with_row_index("_row")
+        .join(
+            scored.rename({"completion": "chosen", "logp": "logp_chosen"}),
+            on=["prompt", "chosen"],
+        )
+        .join(
+            scored.rename({"completion": "rejected", "logp": "logp_rejected"}),
+            on=["prompt", "rejected"],
+        )
+        .sort("_row")
+        .drop("_row")
     )
     a, b = joined["logp_chosen"].to_numpy(), joined["logp_rejected"].to_numpy()
-    w = joined["weight"].to_numpy()
-    p = pair_preference(a, b)
+    return joined.with_columns(pl.Series("p", pair_preference(a, b)))
+
+
+def pair_metrics(scored: pl.DataFrame) -> dict[str, Any]:
+    """Accuracy, margin, counts and (with ``item_id``) the representation of
+    :func:`score_pairs`'s output."""
+    a, b = scored["logp_chosen"].to_numpy(), scored["logp_rejected"].to_numpy()
+    w, p = scored["weight"].to_numpy(), scored["p"].to_numpy()
     out: dict[str, Any] = {
         "preference_accuracy": float(preference_accuracy(p, w)),
         "margin": float(weighted_margin(a - b, w)),
-        "n_pairs": int(joined.height),
+        "n_pairs": int(scored.height),
         "weight_total": float(np.sum(w)),
     }
-    if "item_id" in joined.columns:
-        out |= pair_representation(joined.with_columns(pl.Series("p", p)))
+    if "item_id" in scored.columns:
+        out |= pair_representation(scored)
     return out
 
 

@@ -4,9 +4,12 @@ Everything here is a plain function of numpy arrays or polars frames; the model'
 already scored (see :mod:`valign_ray.eval.preferences`). Distributions over ordered options
 (Likert answers) are compared with the 1-Wasserstein distance, as in OpinionQA (Santurkar et al.
 2023, "Whose opinions do language models reflect?"): representativeness A = 1 - W1 / (N - 1),
-so 1 means identical and 0 means all mass at opposite ends. Uncertainty comes from a
-respondent-level (cluster) bootstrap (:mod:`valign_ray.eval.bootstrap`), because one
-respondent's answers are not independent.
+so 1 means identical and 0 means all mass at opposite ends. The functions here are point
+estimates only. Intervals come from two places: the held-out preference accuracy's from a
+respondent bootstrap with re-weighting per replicate (:mod:`valign_ray.eval.respondent_bootstrap`,
+since one respondent's answers are not independent and weights raked on one sample are not a
+replicate's), and the representation headline's from an *item* bootstrap
+(:mod:`valign_ray.eval.representation`), over which items were asked.
 
 A rewards hedging: a model indifferent between the options of every item already scores high
 (about 0.875 on the Polis runs), so mean A is reported next to the skill score over that

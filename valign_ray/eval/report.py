@@ -307,7 +307,7 @@ def _eval_section(summary: RunSummary) -> Section:
         if shown:
             fig = plots.model_comparison(models, shown)
             sec.blocks.append(_plot("eval_models", "Held-out metrics per model", fig))
-    sec.blocks += _unseen_blocks(models)
+    sec.blocks += _bootstrap_note(models) + _unseen_blocks(models)
     nested = {k: m["groups"] for k, m in models.items() if isinstance(m.get("groups"), dict)}
     if nested:  # likert runs: representativeness A per group inside each model's entry
         table = eval_group_table(nested, "eval.<model>.groups")
@@ -332,6 +332,22 @@ def _eval_section(summary: RunSummary) -> Section:
         notes = {e.get("uncertainty") for e in ev["representation"].values()} - {None}
         sec.blocks += sorted(f"Intervals: {n}." for n in notes)
     return sec
+
+
+def _bootstrap_note(models: dict[str, dict[str, Any]]) -> list:
+    """How ``preference_accuracy_lo`` / ``_hi`` were made (``eval.<model>.bootstrap``)."""
+    boot = next(
+        (m["bootstrap"] for m in models.values() if isinstance(m.get("bootstrap"), dict)), None
+    )
+    if boot is None:
+        return []
+    level = 100 * (1 - boot.get("alpha", 0.05))
+    text = (
+        f"preference_accuracy_lo / _hi: {level:g}% respondent bootstrap ({boot.get('n_boot')} "
+        f"replicates of the {boot.get('n_respondents')} held-out respondents, re-weighted per "
+        f"replicate by scheme {boot.get('reweighted')}; {boot.get('failed')} could not be)."
+    )
+    return [text + (f" {boot['note']}." if boot.get("note") else "")]
 
 
 def _unseen_blocks(models: dict[str, dict[str, Any]]) -> list:

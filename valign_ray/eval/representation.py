@@ -15,8 +15,11 @@ share preferring it:
 
 Uncertainty: the population truth is exact (a finite simulated population, no sampling error),
 and the model's preferences are deterministic, so the only randomness left is *which items*
-were asked. Intervals are percentile bootstraps over items (:func:`metrics.bootstrap_ci`, each
-item its own unit), and model comparisons use paired bootstraps over the same items.
+were asked. Intervals are an *item bootstrap*: percentiles over resampled items
+(:func:`valign_ray.eval.bootstrap.bootstrap_ci`, each item its own unit), and model comparisons
+use paired item bootstraps over the same items. They are conditional on the one biased sample,
+its weights and the one training seed; the respondent bootstrap with re-raking is the held-out
+evaluation's (:mod:`valign_ray.eval.respondent_bootstrap`).
 torch is used only through :mod:`valign_ray.eval.preferences`. What runs the headline experiment
 around these metrics (variants, the oracle survey, scoring saved models, the results table) is
 in :mod:`valign_ray.eval.representation_runs`.
@@ -39,8 +42,9 @@ from valign_ray.eval.preferences import (
 )
 
 UNCERTAINTY_NOTE = (
-    "population truth is known exactly; intervals are percentile bootstraps over prompt items "
-    "(the uncertainty is over which items were asked)"
+    "population truth is known exactly; intervals are an item bootstrap (percentiles over "
+    "resampled prompt items: the uncertainty is over which items were asked, conditional on "
+    "one sample, its weights and one training seed)"
 )
 
 

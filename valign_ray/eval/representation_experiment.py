@@ -33,6 +33,8 @@ COMPARISONS = [
     ("dpo_hard", "dpo_unweighted"),
     ("dpo_oracle", "dpo_hard"),
     ("dpo_soft", "dpo_hard"),
+    ("kto_balanced", "kto_weighted"),
+    ("dpo_balanced", "dpo_hard"),
 ]
 
 
@@ -210,7 +212,11 @@ def _write_results(
 def results_text(results: dict, diffs: dict, meta: dict[str, Any]) -> str:
     """results.md: one table per preference form, then the paired differences."""
     md = [runs.results_markdown(results[f], title=f"{f} ({c})") for f, c in FORMS.items()]
-    lines = ["### paired differences (bootstrap over the same items)", ""]
+    md += [
+        runs.tradeoff_markdown(results[f], title=f"population vs worst group, {f} ({c})")
+        for f, c in FORMS.items()
+    ]
+    lines = ["### paired differences (item bootstrap over the same items)", ""]
     for form, d in diffs.items():
         lines += [
             f"- {form}: {k}: dA(pop) {v['population']['estimate']:+.3f} "

@@ -68,7 +68,11 @@ def variant_overrides(cfg: Any) -> dict[str, list[str]]:
     ``*_oracle`` train unweighted on a simple random sample (its survey files are added by the
     caller, :func:`write_oracle_survey`): equal weights are that design's weights. ``dpo_hard``
     is the weighted DPO run; ``dpo_unweighted``/``dpo_oracle`` repeat the KTO comparison with
-    DPO, whose optimum is calibrated to the (weighted) share, unlike KTO's.
+    DPO, whose optimum is calibrated to the (weighted) share, unlike KTO's. ``*_balanced``
+    rake to equal shares of every raking variable's categories (``weighting.scheme:
+    balanced``): each group the headline scores (a category of a raking variable) counts
+    equally, next to population weighting, so the trade-off between population A and
+    worst-group A shows (:func:`tradeoff_markdown`).
     ``dpo_soft`` aggregates to one soft-labelled row per prompt item, so one global batch holds
     all items and it takes many short epochs instead of a few long ones.
     """
@@ -77,9 +81,11 @@ def variant_overrides(cfg: Any) -> dict[str, list[str]]:
     return {
         "kto_unweighted": ["weighting.enabled=false"],
         "kto_weighted": ["weighting.enabled=true"],
+        "kto_balanced": ["weighting.enabled=true", "weighting.scheme=balanced"],
         "kto_oracle": ["weighting.enabled=false"],
         "dpo_unweighted": ["loss.name=dpo", "weighting.enabled=false"],
         "dpo_hard": ["loss.name=dpo"],
+        "dpo_balanced": ["loss.name=dpo", "weighting.enabled=true", "weighting.scheme=balanced"],
         "dpo_oracle": ["loss.name=dpo", "weighting.enabled=false"],
         "dpo_soft": [
             "loss.name=dpo",
@@ -135,4 +141,36 @@ def results_markdown(results: dict[str, dict[str, Any]], *, title: str) -> str:
             f"| {model} | {cell(r['population'])} | {worst} | {cell(r['majority_agreement'])} | "
             f"{cell(r['majority_agreement_flipped'])} |"
         )
+    return "\n".join(lines)
+
+
+# (method, weighting) -> the variant trained that way
+TRADEOFF = {
+    ("kto", "none"): "kto_unweighted",
+    ("kto", "population"): "kto_weighted",
+    ("kto", "group-balanced"): "kto_balanced",
+    ("dpo", "none"): "dpo_unweighted",
+    ("dpo", "population"): "dpo_hard",
+    ("dpo", "group-balanced"): "dpo_balanced",
+}
+
+
+def tradeoff_markdown(results: dict[str, dict[str, Any]], *, title: str) -> str:
+    """Population A next to worst-group A for each method under no weighting, population
+    weighting and group-balanced weighting (the variants of :data:`TRADEOFF` present in
+    ``results``), each "estimate [lo, hi]", the worst group named."""
+
+    def cell(x: dict[str, Any]) -> str:
+        return f"{x['estimate']:.3f} [{x['lo']:.3f}, {x['hi']:.3f}]"
+
+    head = "| method | weighting | A(population) | worst-group A | worst group |"
+    lines = [f"### {title}", "", head, "|---|---|---|---|---|"]
+    for (method, weighting), name in TRADEOFF.items():
+        r = results.get(name)
+        if r is not None:
+            worst = r["worst_group"]
+            lines.append(
+                f"| {method} | {weighting} | {cell(r['population'])} | {cell(worst)} | "
+                f"{worst['group']} |"
+            )
     return "\n".join(lines)

@@ -151,10 +151,11 @@ def survey_inputs(ctx: StageContext) -> dict[str, Any]:
 
 
 def run_weights(ctx: StageContext) -> WeightingResult:
-    """Rake respondents to the population margins, or give each opinion group its target share
-    (``weighting.scheme``), or weight 1 when weighting is off."""
+    """Rake respondents to the population margins (or, ``balanced``, to equal shares of each
+    variable's categories), or give each opinion group its target share (``weighting.scheme``),
+    or weight 1 when weighting is off."""
     from valign_ray.survey.cap_policy import rake_with_cap_policy
-    from valign_ray.survey.margins import load_margins, select_margins
+    from valign_ray.survey.margins import balanced_margins, load_margins, select_margins
     from valign_ray.survey.weighting import diagnostics_to_dict, format_diagnostics
 
     wcfg, resp = ctx.cfg.weighting, ctx.survey_table("respondents")
@@ -167,6 +168,8 @@ def run_weights(ctx: StageContext) -> WeightingResult:
     if wcfg.scheme == "opinion_groups":
         return _weight_opinion_groups(ctx, resp)
     margins = select_margins(load_margins(wcfg.margins), list(wcfg.variables))
+    if wcfg.scheme == "balanced":  # the margins' categories, each an equal share
+        margins = balanced_margins(margins)
     result = rake_with_cap_policy(
         resp,
         margins,
@@ -254,7 +257,7 @@ def weights_inputs(ctx: StageContext) -> dict[str, Any]:
     from valign_ray.config_loader import to_dict
 
     w = ctx.cfg.weighting
-    raking = w.enabled and w.scheme == "raking"  # only raking reads the margins file
+    raking = w.enabled and w.scheme != "opinion_groups"  # raking, balanced read the margins
     hashes = {"weighting.margins": file_hash(w.margins, key="weighting.margins")} if raking else {}
     ctx.input_files.update(hashes)
     return {"weighting": to_dict(w), "files": hashes}

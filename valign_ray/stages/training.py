@@ -66,7 +66,9 @@ def run_datasets(ctx: StageContext) -> DatasetsResult:
     write_card(card, layout.rows_dir(method.name))
     eval_pairs = None
     if cfg.data.answers == "ratings":
-        heldout = builders.build_dpo_pairs(splits["heldout_respondents"], **inputs.lookups)
+        heldout = builders.build_dpo_pairs(
+            splits["heldout_respondents"], **inputs.lookups, respondent_id=True
+        )
         write_parquet_atomic(heldout, layout.eval_pairs)
         eval_pairs = heldout.height
     return DatasetsResult(
@@ -207,7 +209,10 @@ def run_eval(ctx: StageContext) -> EvalResult:
     """Held-out respondents: weighted preference accuracy and margin (or Likert A per group),
     with A, skill over indifference and majority agreement, base vs aligned. With
     ``data.holdout_items > 0``, the same for the held-out respondents' answers on the items
-    training never saw, under ``unseen_items``: seen and unseen items are reported apart."""
+    training never saw, under ``unseen_items``: seen and unseen items are reported apart.
+    Ratings runs add ``preference_accuracy_lo`` / ``_hi`` from a respondent bootstrap of the
+    held-out respondents, re-weighted per replicate (:mod:`valign_ray.eval.respondent_bootstrap`,
+    ``eval.bootstrap`` replicates)."""
     from valign_ray.eval.small_groups import group_sizes, mark_small_groups
     from valign_ray.models import load_model, load_tokenizer
 
@@ -231,14 +236,27 @@ def run_eval(ctx: StageContext) -> EvalResult:
         if split == "heldout_respondents" or unseen is not None
     }
     min_n = ctx.cfg.report.min_group_n
-    models = {}
+    models, scored = {}, {}
     for name, path in (("base", base), ("aligned", ctx.layout.model)):
-        model = load_model(path)
-        metrics = evaluate_model(ctx.cfg, model, tok, seen, **lookups)
+        model, frames = load_model(path), []
+        metrics = evaluate_model(ctx.cfg, model, tok, seen, **lookups, scored=frames)
         models[name] = mark_small_groups(metrics, sizes["heldout_respondents"], min_n)
+        scored |= {name: frames[0]} if frames else {}
         if unseen is not None:
             metrics = evaluate_model(ctx.cfg, model, tok, unseen, **lookups)
             models[name]["unseen_items"] = mark_small_groups(metrics, sizes["heldout_both"], min_n)
+    if scored and ctx.cfg.eval.bootstrap > 0:
+        from valign_ray.eval.respondent_bootstrap import add_intervals
+
+        ev = ctx.cfg.eval
+        add_intervals(
+            models,
+            scored,
+            lookups["respondents"],
+            ctx.cfg.weighting,
+            n_boot=ev.bootstrap,
+            seed=ev.bootstrap_seed,
+        )
     return EvalResult(models=json.loads(json.dumps(models)))
 
 
@@ -248,8 +266,10 @@ def eval_data(ctx: StageContext, split: str) -> pl.DataFrame:
     answers = pl.read_parquet(ctx.layout.answers_split(split))
     if ctx.cfg.data.answers == "likert":
         return answers
-    if split == "heldout_respondents":
-        return pl.read_parquet(ctx.layout.eval_pairs)
+    if split == "heldout_respondents" and ctx.layout.eval_pairs.exists():
+        pairs = pl.read_parquet(ctx.layout.eval_pairs)
+        if "respondent_id" in pairs.columns:  # older runs wrote them without: rebuilt below
+            return pairs
     from valign_ray.data.builders import build_dpo_pairs
 
     return build_dpo_pairs(
@@ -258,6 +278,7 @@ def eval_data(ctx: StageContext, split: str) -> pl.DataFrame:
         ctx.survey_table("candidates"),
         ctx.weighted_respondents(),
         group_column=ctx.cfg.data.group_column,
+        respondent_id=True,
     )
 
 
@@ -279,17 +300,22 @@ def evaluate_model(
     items: pl.DataFrame,
     respondents: pl.DataFrame,
     positions: dict[str, tuple[float, ...]],
+    scored: list[pl.DataFrame] | None = None,
 ) -> dict[str, Any]:
     """One model on one split's :func:`eval_data`; an empty split says so (``n_pairs`` or
-    ``n_answers`` 0) instead of failing, since few items or respondents may leave none."""
-    from valign_ray.eval.heldout import evaluate_pairs
+    ``n_answers`` 0) instead of failing, since few items or respondents may leave none.
+    ``scored`` (ratings): the model's per-pair scores are appended to it, for the bootstrap."""
+    from valign_ray.eval.heldout import pair_metrics, score_pairs
 
     if cfg.data.answers == "ratings":
         if data.height == 0:
             return {"n_pairs": 0}
-        return evaluate_pairs(
+        frame = score_pairs(
             model, tokenizer, data, max_length=cfg.data.max_length, batch_size=cfg.eval.batch_size
         )
+        if scored is not None:
+            scored.append(frame)
+        return pair_metrics(frame)
     from valign_ray.data.likert import POLIS_OPTIONS, likert_answers
     from valign_ray.eval.likert import evaluate_likert
 

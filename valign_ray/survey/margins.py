@@ -139,6 +139,13 @@ def select_margins(margins: Margins, variables: list[str]) -> Margins:
     return {v: dict(margins[v]) for v in variables}
 
 
+def balanced_margins(margins: Margins) -> Margins:
+    """Every category of each variable an equal share, 1 / (its number of categories): raking
+    to these makes each group of every raking variable count equally (``weighting.scheme:
+    balanced``), the population shares being ignored; the categories stay the margins'."""
+    return {v: dict.fromkeys(cats, 1.0 / len(cats)) for v, cats in margins.items()}
+
+
 def _parse_share(text: str, where: str) -> float:
     try:
         share = float(text)
