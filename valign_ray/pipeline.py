@@ -19,6 +19,7 @@ import yaml
 
 from valign_ray.config import PipelineConfig, public_config_dict
 from valign_ray.methods import get_method
+from valign_ray.output import is_verbose
 from valign_ray.provenance import manifest
 from valign_ray.results import PreparedInputs, RunSummary, SummaryError
 from valign_ray.run_layout import RunLayout, write_text_atomic
@@ -76,7 +77,8 @@ def _run_or_skip(
     t0 = time.perf_counter()
     ctx.results[stage.section] = stage.run(ctx)
     seconds = round(time.perf_counter() - t0, 2)
-    print(f"[{stage.name}] done in {seconds:.1f} s", flush=True)
+    if is_verbose():  # by default one line per stage; the summary lists every stage's time
+        print(f"[{stage.name}] done in {seconds:.1f} s", flush=True)
     return seconds
 
 
