@@ -98,7 +98,36 @@ def test_driver_killed_mid_training_resumes_on_rerun(smoke_run, tmp_path: Path) 
     assert logged_twice >= 0, steps
     assert rest[:logged_twice] == list(range(resumed_from + 1, resumed_from + 1 + logged_twice))
     assert rest[logged_twice:] == list(range(resumed_from + 1, steps[-1] + 1)), steps
+    _check_quiet_output((tmp_path / "first.log").read_text(), again.stdout, again.stderr)
     resumed = load_model(out / "smoke" / "model").state_dict()
     reference = load_model(cfg.run_dir / "model").state_dict()
     for key, value in reference.items():
         assert torch.equal(value, resumed[key]), key
+
+
+NOISE = (
+    "streaming_executor",  # Ray Data's INFO lines
+    "Writing model shards",  # transformers' progress bars
+    "Loading weights",
+    "DeprecationWarning",
+    "FutureWarning",
+    "built successfully",  # DeepSpeed's op build line
+    "pid=",  # Ray's worker prefixes
+    "Progress bars disabled",
+    "Checkpoint successfully created",  # Ray Train's INFO lines
+    "Traceback",
+)
+
+
+def _check_quiet_output(first: str, again_out: str, again_err: str) -> None:
+    """The default output of the two CLI runs: no library noise, a progress line with an ETA,
+    and, put together as one fresh run would print it (the first run's lines up to training,
+    the rerun's from training on), at most 60 lines."""
+    for text in (first, again_out + again_err):
+        for noise in NOISE:
+            assert noise not in text, (noise, text[-3000:])
+    assert re.search(r"^\[train\] step \d+/\d+  loss \d\.\d{4}  .*eta \d+s$", again_out, re.M)
+    before_train = first.splitlines()[: first.splitlines().index("[train] ...")]
+    from_train = again_out.splitlines()[again_out.splitlines().index("[train] ...") :]
+    total = len(before_train) + len(from_train) + len(again_err.splitlines())
+    assert total <= 60, "\n".join([*before_train, *from_train, again_err])

@@ -11,6 +11,7 @@ print by themselves is quietened here, through variables each library reads at i
 from __future__ import annotations
 
 import os
+import re
 import warnings
 
 VERBOSE_ENV = "VALIGN_VERBOSE"
@@ -22,6 +23,13 @@ LIBRARY_DEPRECATIONS = (
     "`ExecutionOptions.exclude_resources` is deprecated",
     "`torch.distributed.all_gather_into_tensor` is deprecated",
 )
+
+# Lines of Ray's own processes that say nothing a user of valign can act on (forwarded worker
+# output; shown with --verbose): Ray Train's internal PreemptionWatcher actor logs this C++ note
+# on every run (https://github.com/ray-project/ray/issues/53727). The driver prints it once
+# itself for the reference scorer's actor: Ray Data's only way to avoid it (max_restarts=0) is
+# a deprecated argument of map_batches, and the driver's own C++ log cannot be filtered.
+RAY_NOTICES = re.compile(r"has constructor arguments in the object store and max_restarts > 0")
 
 QUIET_ENV = {
     # transformers' "Loading weights" / "Writing model shards" bars, once per load and save.
@@ -67,3 +75,29 @@ def worker_env() -> dict[str, str]:
         filters.insert(0, os.environ["PYTHONWARNINGS"])
     env["PYTHONWARNINGS"] = ",".join(filters)
     return env
+
+
+def quiet_worker_lines(lines: list[str]) -> list[str]:
+    """What the driver shows of a batch of forwarded worker lines unless verbose: without
+    :data:`RAY_NOTICES`, and a traceback of a Ray thread (``Exception in thread NAME:`` then
+    the frames) as one line with its exception (Ray Train's placement-group cleaner fails so
+    when several Ray instances share the machine)."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if RAY_NOTICES.search(line):
+            i += 1
+            continue
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if line.startswith("Exception in thread ") and nxt.startswith("Traceback"):
+            j = i + 2
+            while j < len(lines) and (lines[j].startswith(" ") or not lines[j].strip()):
+                j += 1  # the frames
+            exception = lines[j] if j < len(lines) else ""
+            out.append(f"{line} {exception} (--verbose shows the traceback)")
+            i = j + 1
+            continue
+        out.append(line)
+        i += 1
+    return out

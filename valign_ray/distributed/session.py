@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable
 from typing import Any
 
 from valign_ray.config import RayConfig
-from valign_ray.output import is_verbose, worker_env
+from valign_ray.output import is_verbose, quiet_worker_lines, worker_env
 
 WORKER_ENV = {
     # DeepSpeed's CPU accelerator; silences its accelerator probe on machines without a GPU.
@@ -24,13 +23,6 @@ WORKER_ENV = {
     # Ray Train V2 routes print() through its logger, which the driver then shows twice.
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
 }
-
-# Lines of Ray's own processes that say nothing to a user of valign (forwarded worker output
-# only; shown with --verbose): Ray Train's internal PreemptionWatcher actor logs this C++ note
-# on every run (https://github.com/ray-project/ray/issues/53727). The driver prints it once
-# itself for the reference scorer's actor: Ray Data's only way to avoid it (max_restarts=0) is
-# a deprecated argument of map_batches, and the driver's C++ log cannot be filtered.
-RAY_NOTICES = re.compile(r"has constructor arguments in the object store and max_restarts > 0")
 
 
 class _DropMessages(logging.Filter):
@@ -81,14 +73,14 @@ def init_ray(cfg: RayConfig) -> None:
         )
     ray.init(address=cfg.address, **ray_init_kwargs(cfg, joining, verbose))
     if not verbose:
-        _drop_forwarded_lines(RAY_NOTICES)
+        _filter_forwarded_lines(quiet_worker_lines)
     configure_data_context()
 
 
-def _drop_forwarded_lines(pattern: re.Pattern[str]) -> None:
-    """Leave the worker lines matching ``pattern`` out of what the driver prints. Ray has no
-    option for it, so this wraps its printing handler; without that handler (another Ray
-    version) nothing is dropped."""
+def _filter_forwarded_lines(keep: Callable[[list[str]], list[str]]) -> None:
+    """Pass each batch of worker lines the driver prints through ``keep``. Ray has no option
+    for it, so this wraps its printing handler; without that handler (another Ray version)
+    every line shows."""
     try:
         from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
     except ImportError:
@@ -96,7 +88,7 @@ def _drop_forwarded_lines(pattern: re.Pattern[str]) -> None:
 
     def wrap(handle: Callable[[dict], None]) -> Callable[[dict], None]:
         def handle_kept(data: dict) -> None:
-            lines = [line for line in data.get("lines", []) if not pattern.search(line)]
+            lines = keep(list(data.get("lines", [])))
             if lines or not data.get("lines"):
                 handle({**data, "lines": lines})
 

@@ -1,7 +1,7 @@
 """The training progress line rank 0 prints: step, loss, the method's key numbers and an ETA.
 
-A run prints about 15 of them whatever its length (every ``report_every`` steps, or every
-``total // 15`` when that is more); ``--verbose`` prints every step with every number.
+A run prints about 10 of them whatever its length (every ``report_every`` steps, or every
+``total // 10`` when that is more); ``--verbose`` prints every step with every number.
 """
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-LINES_PER_RUN = 15  # progress lines a long run prints by default
+LINES_PER_RUN = 10  # progress lines a long run prints by default
 QUIET_KEYS = ("z0", "rewards/margin", "rewards/accuracy")
 VERBOSE_KEYS = (*QUIET_KEYS, "grad_norm", "lr", "tokens_per_s", "padding_fraction")
 
 
 def progress_every(total_steps: int, report_every: int, verbose: bool = False) -> int:
-    """Steps between progress lines: 1 when verbose, else ``max(report_every, total // 15)``."""
+    """Steps between progress lines: 1 when verbose, else ``max(report_every, total // 10)``."""
     if verbose:
         return 1
     return max(report_every, total_steps // LINES_PER_RUN, 1)
