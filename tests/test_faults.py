@@ -126,7 +126,7 @@ def _check_quiet_output(first: str, again_out: str, again_err: str) -> None:
     for text in (first, again_out + again_err):
         for noise in NOISE:
             assert noise not in text, (noise, text[-3000:])
-    assert re.search(r"^\[train\] step \d+/\d+  loss \d\.\d{4}  .*eta \d+s$", again_out, re.M)
+    assert re.search(r"^\[train\] step \d+/\d+  loss -?\d\.\d{4}  .*eta \d+[hms]", again_out, re.M)
     before_train = first.splitlines()[: first.splitlines().index("[train] ...")]
     from_train = again_out.splitlines()[again_out.splitlines().index("[train] ...") :]
     total = len(before_train) + len(from_train) + len(again_err.splitlines())
