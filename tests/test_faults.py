@@ -112,7 +112,6 @@ NOISE = (
     "DeprecationWarning",
     "FutureWarning",
     "built successfully",  # DeepSpeed's op build line
-    "pid=",  # Ray's worker prefixes
     "Progress bars disabled",
     "Checkpoint successfully created",  # Ray Train's INFO lines
     "Traceback",
@@ -126,6 +125,7 @@ def _check_quiet_output(first: str, again_out: str, again_err: str) -> None:
     for text in (first, again_out + again_err):
         for noise in NOISE:
             assert noise not in text, (noise, text[-3000:])
+    assert not re.search(r"\(\w[\w()]* pid=\d+", first + again_out + again_err)  # Ray's prefixes
     assert re.search(r"^\[train\] step \d+/\d+  loss -?\d\.\d{4}  .*eta \d+[hms]", again_out, re.M)
     before_train = first.splitlines()[: first.splitlines().index("[train] ...")]
     from_train = again_out.splitlines()[again_out.splitlines().index("[train] ...") :]
