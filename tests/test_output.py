@@ -13,11 +13,17 @@ from valign_ray.train.progress import EtaClock, format_duration, progress_every,
 
 
 @pytest.fixture
-def quiet_env(monkeypatch):
-    """Each test starts quiet; set_verbose writes os.environ, monkeypatch restores it."""
-    for key in (output.VERBOSE_ENV, *output.QUIET_ENV, "PYTHONWARNINGS"):
-        monkeypatch.delenv(key, raising=False)
-    yield monkeypatch
+def quiet_env():
+    """Each test starts with none of the variables set_verbose writes; they are restored after
+    (a verbose setting left behind would make the session's Ray and later runs verbose)."""
+    keys = (output.VERBOSE_ENV, *output.QUIET_ENV, "PYTHONWARNINGS")
+    saved = {key: os.environ.pop(key, None) for key in keys}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def test_progress_interval_gives_about_ten_lines_whatever_the_length() -> None:
@@ -98,7 +104,7 @@ def test_ray_notices_are_dropped_and_thread_tracebacks_condensed() -> None:
 
 
 def test_quiet_worker_env_and_verbose_worker_env(quiet_env) -> None:
-    quiet_env.setenv("PYTHONWARNINGS", "error::UserWarning")
+    os.environ["PYTHONWARNINGS"] = "error::UserWarning"
     output.set_verbose(False)
     env = output.worker_env()
     assert env[output.VERBOSE_ENV] == "0"

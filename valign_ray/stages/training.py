@@ -148,6 +148,7 @@ def reference_key(ctx: StageContext, rows: pl.DataFrame) -> str:
 def run_reference(ctx: StageContext) -> ReferenceResult:
     """Reference log-probs by Ray Data batch inference, cached by (model, texts, tokenisation)."""
     from valign_ray.distributed.data import score_reference_ray
+    from valign_ray.distributed.session import init_ray
 
     method = get_method(ctx.cfg.loss.name)
     if not method.reference:
@@ -157,6 +158,7 @@ def run_reference(ctx: StageContext) -> ReferenceResult:
     path = ctx.layout.reference_cache(key)
     hit = path.exists()
     if not hit:
+        init_ray(ctx.cfg.ray)  # also when the datasets stage was skipped (a rerun)
         scored = score_reference_ray(
             rows,
             str(base_model_path(ctx)),
@@ -195,6 +197,7 @@ def _weighting_json(ctx: StageContext) -> dict[str, Any] | None:
 
 def run_train(ctx: StageContext) -> TrainResult:
     """Ray Train + DeepSpeed; the final checkpoint's Hugging Face export becomes ``model/``."""
+    from valign_ray.distributed.session import init_ray
     from valign_ray.distributed.trainer import fit
     from valign_ray.provenance import manifest
     from valign_ray.train.worker import HF_EXPORT, TrainJob
@@ -213,6 +216,9 @@ def run_train(ctx: StageContext) -> TrainResult:
     # checkpoint; anything different starts afresh beside it.
     name = f"train-{ctx.fingerprints['train'][:10]}"
     print(f"training run {name} (rerun the same command to resume it)", flush=True)
+    # A resumed run skips the stages that started Ray: without this, the trainer would start
+    # a default Ray (ignoring ray.address, ray.num_cpus and the workers' environment).
+    init_ray(ctx.cfg.ray)
     result = fit(job, scored_rows(ctx), storage_path=layout.ray_train, name=name)
     shutil.rmtree(layout.checkpoint, ignore_errors=True)
     result.checkpoint.to_directory(str(layout.checkpoint))
