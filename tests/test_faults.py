@@ -47,11 +47,16 @@ def _command(out: Path) -> list[str]:
     ]
 
 
-def _wait_for_steps(metrics: Path, proc: subprocess.Popen, steps: int, timeout: float) -> None:
+def _wait_for_steps(
+    metrics: Path, proc: subprocess.Popen, steps: int, timeout: float, log: Path
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"the run ended (rc={proc.returncode}) before step {steps}")
+            tail = log.read_text()[-3000:]
+            raise AssertionError(
+                f"the run ended (rc={proc.returncode}) before step {steps}:\n{tail}"
+            )
         if metrics.exists() and len(metrics.read_text().splitlines()) >= steps:
             return
         time.sleep(0.5)
@@ -69,7 +74,8 @@ def test_driver_killed_mid_training_resumes_on_rerun(smoke_run, tmp_path: Path) 
     )  # fmt: skip
     metrics = out / "smoke" / "train_metrics.jsonl"
     try:
-        _wait_for_steps(metrics, proc, steps=6, timeout=600)  # past the step-4 checkpoint
+        # past the step-4 checkpoint
+        _wait_for_steps(metrics, proc, steps=6, timeout=600, log=tmp_path / "first.log")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
