@@ -90,16 +90,22 @@ def test_ray_notices_are_dropped_and_thread_tracebacks_condensed() -> None:
         "ConnectionError: Found multiple active Ray instances: {'a:1', 'b:2'}.",
         "a user's warning",
     ]
-    assert output.quiet_worker_lines(lines) == [
+    assert output.QuietWorkerLines()(lines) == [
         "[train] step 18/180  loss 0.4762  eta 16s",
         "Exception in thread PlacementGroupCleanerMonitor: ConnectionError: Found multiple "
         "active Ray instances: {'a:1', 'b:2'}. (--verbose shows the traceback)",
         "a user's warning",
     ]
-    # A thread line that is not followed by a traceback is an ordinary line.
-    assert output.quiet_worker_lines(["Exception in thread X:", "y"]) == [
-        "Exception in thread X:",
-        "y",
+
+
+def test_a_traceback_split_over_batches_is_condensed_per_stream() -> None:
+    keep = output.QuietWorkerLines()
+    assert keep(["Exception in thread T:", "Traceback (most recent call last):"], "a") == []
+    assert keep(["[train] step 36/180"], "b") == ["[train] step 36/180"]  # another worker
+    assert keep(['  File "x.py", line 1, in f', "    f()"], "a") == []
+    assert keep(["ValueError: v", "next"], "a") == [
+        "Exception in thread T: ValueError: v (--verbose shows the traceback)",
+        "next",
     ]
 
 

@@ -77,27 +77,27 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def quiet_worker_lines(lines: list[str]) -> list[str]:
-    """What the driver shows of a batch of forwarded worker lines unless verbose: without
-    :data:`RAY_NOTICES`, and a traceback of a Ray thread (``Exception in thread NAME:`` then
-    the frames) as one line with its exception (Ray Train's placement-group cleaner fails so
-    when several Ray instances share the machine)."""
-    out: list[str] = []
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if RAY_NOTICES.search(line):
-            i += 1
-            continue
-        nxt = lines[i + 1] if i + 1 < len(lines) else ""
-        if line.startswith("Exception in thread ") and nxt.startswith("Traceback"):
-            j = i + 2
-            while j < len(lines) and (lines[j].startswith(" ") or not lines[j].strip()):
-                j += 1  # the frames
-            exception = lines[j] if j < len(lines) else ""
-            out.append(f"{line} {exception} (--verbose shows the traceback)")
-            i = j + 1
-            continue
-        out.append(line)
-        i += 1
-    return out
+class QuietWorkerLines:
+    """What the driver shows of the worker lines Ray forwards, unless verbose: without
+    :data:`RAY_NOTICES`, and a traceback of a thread (``Exception in thread NAME:``, the
+    frames, the exception) as one line with its exception (Ray Train's placement-group cleaner
+    fails so when several Ray instances share the machine). A traceback may arrive split over
+    batches: the state is kept per stream (a worker's stdout or stderr)."""
+
+    def __init__(self) -> None:
+        self._open: dict[object, str] = {}  # stream -> the header of a traceback being read
+
+    def __call__(self, lines: list[str], stream: object = None) -> list[str]:
+        out: list[str] = []
+        for line in lines:
+            header = self._open.get(stream)
+            if header is not None:
+                if line.startswith((" ", "Traceback")) or not line.strip():
+                    continue  # a frame
+                del self._open[stream]
+                out.append(f"{header} {line} (--verbose shows the traceback)")
+            elif line.startswith("Exception in thread "):
+                self._open[stream] = line
+            elif not RAY_NOTICES.search(line):
+                out.append(line)
+        return out

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from valign_ray.config import RayConfig
-from valign_ray.output import is_verbose, quiet_worker_lines, worker_env
+from valign_ray.output import QuietWorkerLines, is_verbose, worker_env
 
 WORKER_ENV = {
     # DeepSpeed's CPU accelerator; silences its accelerator probe on machines without a GPU.
@@ -73,12 +73,13 @@ def init_ray(cfg: RayConfig) -> None:
         )
     ray.init(address=cfg.address, **ray_init_kwargs(cfg, joining, verbose))
     if not verbose:
-        _filter_forwarded_lines(quiet_worker_lines)
+        _filter_forwarded_lines(QuietWorkerLines())
     configure_data_context()
 
 
-def _filter_forwarded_lines(keep: Callable[[list[str]], list[str]]) -> None:
-    """Pass each batch of worker lines the driver prints through ``keep``. Ray has no option
+def _filter_forwarded_lines(keep: Callable[[list[str], object], list[str]]) -> None:
+    """Pass each batch of worker lines the driver prints through ``keep(lines, stream)``
+    (stream: the worker process and whether it is stderr). Ray has no option
     for it, so this wraps its printing handler; without that handler (another Ray version)
     every line shows."""
     try:
@@ -88,7 +89,8 @@ def _filter_forwarded_lines(keep: Callable[[list[str]], list[str]]) -> None:
 
     def wrap(handle: Callable[[dict], None]) -> Callable[[dict], None]:
         def handle_kept(data: dict) -> None:
-            lines = keep(list(data.get("lines", [])))
+            stream = (data.get("ip"), data.get("pid"), data.get("is_err"))
+            lines = keep(list(data.get("lines", [])), stream)
             if lines or not data.get("lines"):
                 handle({**data, "lines": lines})
 
