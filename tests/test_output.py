@@ -103,6 +103,7 @@ def test_a_traceback_split_over_batches_is_condensed_per_stream() -> None:
     assert keep(["Exception in thread T:", "Traceback (most recent call last):"], "a") == []
     assert keep(["[train] step 36/180"], "b") == ["[train] step 36/180"]  # another worker
     assert keep(['  File "x.py", line 1, in f', "    f()"], "a") == []
+    assert keep(["self.run()", "           ^^^^^^", 'File "y.py", line 2'], "a") == []  # no indent
     assert keep(["ValueError: v", "next"], "a") == [
         "Exception in thread T: ValueError: v (--verbose shows the traceback)",
         "next",

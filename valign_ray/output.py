@@ -31,6 +31,9 @@ LIBRARY_DEPRECATIONS = (
 # a deprecated argument of map_batches, and the driver's own C++ log cannot be filtered.
 RAY_NOTICES = re.compile(r"has constructor arguments in the object store and max_restarts > 0")
 
+# The last line of a traceback: ``ConnectionError: ...`` (frames hold paths and code instead).
+EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(: |$)")
+
 QUIET_ENV = {
     # transformers' "Loading weights" / "Writing model shards" bars, once per load and save.
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
@@ -92,8 +95,8 @@ class QuietWorkerLines:
         for line in lines:
             header = self._open.get(stream)
             if header is not None:
-                if line.startswith((" ", "Traceback")) or not line.strip():
-                    continue  # a frame
+                if not EXCEPTION_LINE.match(line):
+                    continue  # a frame (Ray strips the indent of a batch's first line)
                 del self._open[stream]
                 out.append(f"{header} {line} (--verbose shows the traceback)")
             elif line.startswith("Exception in thread "):
