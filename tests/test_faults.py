@@ -47,11 +47,16 @@ def _command(out: Path) -> list[str]:
     ]
 
 
-def _wait_for_steps(metrics: Path, proc: subprocess.Popen, steps: int, timeout: float) -> None:
+def _wait_for_steps(
+    metrics: Path, proc: subprocess.Popen, steps: int, timeout: float, log: Path
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"the run ended (rc={proc.returncode}) before step {steps}")
+            tail = log.read_text()[-3000:]
+            raise AssertionError(
+                f"the run ended (rc={proc.returncode}) before step {steps}:\n{tail}"
+            )
         if metrics.exists() and len(metrics.read_text().splitlines()) >= steps:
             return
         time.sleep(0.5)
@@ -69,7 +74,8 @@ def test_driver_killed_mid_training_resumes_on_rerun(smoke_run, tmp_path: Path) 
     )  # fmt: skip
     metrics = out / "smoke" / "train_metrics.jsonl"
     try:
-        _wait_for_steps(metrics, proc, steps=6, timeout=600)  # past the step-4 checkpoint
+        # past the step-4 checkpoint
+        _wait_for_steps(metrics, proc, steps=6, timeout=600, log=tmp_path / "first.log")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -98,7 +104,46 @@ def test_driver_killed_mid_training_resumes_on_rerun(smoke_run, tmp_path: Path) 
     assert logged_twice >= 0, steps
     assert rest[:logged_twice] == list(range(resumed_from + 1, resumed_from + 1 + logged_twice))
     assert rest[logged_twice:] == list(range(resumed_from + 1, steps[-1] + 1)), steps
+    _check_quiet_output((tmp_path / "first.log").read_text(), again.stdout, again.stderr)
     resumed = load_model(out / "smoke" / "model").state_dict()
     reference = load_model(cfg.run_dir / "model").state_dict()
     for key, value in reference.items():
         assert torch.equal(value, resumed[key]), key
+
+
+NOISE = (
+    "streaming_executor",  # Ray Data's INFO lines
+    "Writing model shards",  # transformers' progress bars
+    "Loading weights",
+    "DeprecationWarning",
+    "FutureWarning",
+    "built successfully",  # DeepSpeed's op build line
+    "Progress bars disabled",
+    "Checkpoint successfully created",  # Ray Train's INFO lines
+)
+
+
+def _without_tracebacks(lines: list[str]) -> list[str]:
+    """The lines less the frames of tracebacks: Ray logs some transient warnings with one when
+    the machine is overloaded (a shared test machine), and warnings keep showing."""
+    out, frames = [], False
+    for line in lines:
+        frames = line == "Traceback (most recent call last):" or (frames and line[:1] == " ")
+        if not frames:
+            out.append(line)
+    return out
+
+
+def _check_quiet_output(first: str, again_out: str, again_err: str) -> None:
+    """The default output of the two CLI runs: no library noise, a progress line with an ETA,
+    and, put together as one fresh run would print it (the first run's lines up to training,
+    the rerun's from training on), at most 60 lines."""
+    for text in (first, again_out + again_err):
+        for noise in NOISE:
+            assert noise not in text, (noise, text[-3000:])
+    assert not re.search(r"\(\w[\w()]* pid=\d+", first + again_out + again_err)  # Ray's prefixes
+    assert re.search(r"^\[train\] step \d+/\d+  loss -?\d\.\d{4}  .*eta \d+[hms]", again_out, re.M)
+    before_train = first.splitlines()[: first.splitlines().index("[train] ...")]
+    from_train = again_out.splitlines()[again_out.splitlines().index("[train] ...") :]
+    lines = _without_tracebacks([*before_train, *from_train, *again_err.splitlines()])
+    assert len(lines) <= 60, "\n".join(lines)

@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 from valign_ray.config_loader import ConfigError
 from valign_ray.errors import InputError
+from valign_ray.output import set_verbose
 from valign_ray.results import SummaryError
 
 STAGES = {  # subcommand -> pipeline stages (None: all)
@@ -220,6 +221,11 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="valign", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show everything: Ray's logs, progress bars, every training step",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("run", "prepare", "train", "ingest", "sweep"):
         p = sub.add_parser(name, help=HELP[name])
@@ -275,6 +281,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_export_instrument)
     for p in sub.choices.values():  # also after the subcommand: valign run cfg.yaml --debug
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="")
+        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="")
     return parser
 
 
@@ -296,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     args = _parser().parse_args(argv)
+    set_verbose(args.verbose)  # before Ray, transformers or DeepSpeed are imported
     try:
         args.fn(args)
     except Exception as exc:

@@ -20,6 +20,7 @@ import yaml
 from valign_ray.config import PipelineConfig, public_config_dict
 from valign_ray.eval.small_groups import shown_group_metrics
 from valign_ray.methods import get_method
+from valign_ray.output import is_verbose
 from valign_ray.privacy import personal_data_logging
 from valign_ray.provenance import manifest
 from valign_ray.results import PreparedInputs, RunSummary, SummaryError
@@ -78,7 +79,8 @@ def _run_or_skip(
     t0 = time.perf_counter()
     ctx.results[stage.section] = stage.run(ctx)
     seconds = round(time.perf_counter() - t0, 2)
-    print(f"[{stage.name}] done in {seconds:.1f} s", flush=True)
+    if is_verbose():  # by default one line per stage; the summary lists every stage's time
+        print(f"[{stage.name}] done in {seconds:.1f} s", flush=True)
     return seconds
 
 

@@ -13,10 +13,19 @@ import pyarrow as pa
 import ray
 import ray.train
 import torch
-from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import (
+    CheckpointConfig,
+    DataConfig,
+    FailureConfig,
+    LoggingConfig,
+    RunConfig,
+    ScalingConfig,
+)
 from ray.train.torch import TorchTrainer
 
 from valign_ray.config import TrainConfig
+from valign_ray.distributed.session import quiet_ray_data_logs
+from valign_ray.output import is_verbose
 from valign_ray.train.worker import TrainJob, run_training
 
 
@@ -66,11 +75,13 @@ class RayTrainContext:
 
 
 def _quiet_ray_train_logs() -> None:
-    """Ray Train logs every report at INFO from a logger named after its file; our own progress
-    line is the per-step output, so keep Ray's to warnings."""
+    """Ray Train logs every report at INFO from a logger named after its file (outside
+    ``ray.train``, so its LoggingConfig misses it); our progress line is the per-step output,
+    so keep Ray's to warnings unless verbose."""
     from ray.train.v2._internal.execution import context
 
-    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    if not is_verbose():
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def say_where() -> str:
@@ -85,6 +96,7 @@ def say_where() -> str:
 
 def _train_fn(config: dict[str, Any]) -> None:
     _quiet_ray_train_logs()
+    quiet_ray_data_logs()
     say_where()
     shard = ray.train.get_dataset_shard("train")
     table = pa.concat_tables(list(shard.iter_batches(batch_format="pyarrow", batch_size=8192)))
@@ -129,6 +141,9 @@ def fit(
             failure_config=FailureConfig(max_failures=tcfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,  # e.g. Tune's TuneReportCallback inside a sweep trial
+            # Ray Train's INFO lines (worker group start, every checkpoint) only when verbose:
+            # our progress line is the per-step output.
+            logging_config=LoggingConfig(log_level="INFO" if is_verbose() else "WARNING"),
         ),
     )
     return trainer.fit()

@@ -39,6 +39,7 @@ def train_to_folder(
     """Ray Train + DeepSpeed on ``rows`` with ``cfg``'s method, from ``model_path``; the final
     checkpoint goes to ``checkpoint`` and its Hugging Face export to ``folder`` (the train
     stage's ``model/``, or a CAI stage's)."""
+    from valign_ray.distributed.session import init_ray
     from valign_ray.distributed.trainer import fit
     from valign_ray.provenance import manifest
     from valign_ray.train.worker import HF_EXPORT, TrainJob
@@ -58,6 +59,9 @@ def train_to_folder(
     # checkpoint; anything different starts afresh beside it.
     name = f"{stage}-{ctx.fingerprints[stage][:10]}"
     print(f"training run {name} (rerun the same command to resume it)", flush=True)
+    # A resumed run skips the stages that started Ray: without this, the trainer would start
+    # a default Ray (ignoring ray.address, ray.num_cpus and the workers' environment).
+    init_ray(cfg.ray)
     result = fit(job, rows, storage_path=layout.ray_train, name=name)
     shutil.rmtree(checkpoint, ignore_errors=True)
     result.checkpoint.to_directory(str(checkpoint))

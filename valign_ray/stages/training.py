@@ -150,6 +150,7 @@ def reference_key(ctx: StageContext, rows: pl.DataFrame) -> str:
 def run_reference(ctx: StageContext) -> ReferenceResult:
     """Reference log-probs by Ray Data batch inference, cached by (model, texts, tokenisation)."""
     from valign_ray.distributed.data import score_reference_ray
+    from valign_ray.distributed.session import init_ray
 
     method = get_method(ctx.cfg.loss.name)
     if not method.reference:
@@ -159,6 +160,7 @@ def run_reference(ctx: StageContext) -> ReferenceResult:
     path = ctx.layout.reference_cache(key)
     hit = path.exists()
     if not hit:
+        init_ray(ctx.cfg.ray)  # also when the datasets stage was skipped (a rerun)
         scored = score_reference_ray(
             rows,
             str(base_model_path(ctx)),

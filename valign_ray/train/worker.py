@@ -24,6 +24,7 @@ import polars as pl
 from valign_ray.config import PipelineConfig
 from valign_ray.methods import get_method
 from valign_ray.methods.base import Method, StepInputs
+from valign_ray.output import is_verbose
 from valign_ray.train.batches import BatchPlan
 from valign_ray.train.checkpoints import (
     load_checkpoint,
@@ -33,6 +34,7 @@ from valign_ray.train.checkpoints import (
 from valign_ray.train.context import TrainContext
 from valign_ray.train.export import HF_EXPORT
 from valign_ray.train.logprobs import encode_pair
+from valign_ray.train.progress import EtaClock, progress_every, progress_line
 from valign_ray.train.step import micro_step
 from valign_ray.train.tracking import start_wandb
 
@@ -135,6 +137,25 @@ def _load_model_for_training(job: TrainJob, ds_config: dict[str, Any]) -> Any:
     return model
 
 
+def _init_distributed(backend: str) -> None:
+    """``deepspeed.init_distributed``, less the line DeepSpeed prints unconditionally for its
+    shared-memory op ("... built successfully") unless verbose; any other output still shows."""
+    import contextlib
+    import io
+
+    import deepspeed
+
+    if is_verbose():
+        deepspeed.init_distributed(dist_backend=backend)
+        return
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        deepspeed.init_distributed(dist_backend=backend)
+    for line in captured.getvalue().splitlines():
+        if not line.endswith("built successfully"):
+            print(line, flush=True)
+
+
 def _setup(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> _Loop:
     """Tokenise the rows once, plan the batches, build the engine, resume if asked to."""
     import deepspeed
@@ -146,7 +167,7 @@ def _setup(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> _Loop:
     cfg, tcfg = job.config, job.config.train
     # Adopt the process group Ray Train (or the caller) set up, before any DeepSpeed config
     # asks for the world size.
-    deepspeed.init_distributed(dist_backend="gloo" if not tcfg.use_gpu else "nccl")
+    _init_distributed("gloo" if not tcfg.use_gpu else "nccl")
     torch.manual_seed(tcfg.seed + ctx.rank)
     method = get_method(cfg.loss.name)
     rows = rows.sort("row_idx")
@@ -231,6 +252,10 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
     groups = [g for g in groups if g not in job.hidden_groups] if len(groups) <= 16 else []
     lengths = plan.lengths
     last: dict[str, float] = {}
+    verbose = is_verbose()
+    show_every = progress_every(plan.total_steps, tcfg.report_every, verbose)
+    eta = EtaClock(plan.total_steps)
+    eta.start()
     for step in range(loop.start_step, plan.total_steps):
         if job.fail_at_step == step and not loop.resumed and ctx.rank == job.fail_rank:
             _fail(ctx.rank, step, job.fail_kill)
@@ -244,8 +269,9 @@ def run_training(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> dict[s
             with open(job.metrics_path, "a") as f:
                 f.write(json.dumps(last) + "\n")
         final = step + 1 == plan.total_steps
-        if ctx.rank == 0 and ((step + 1) % 10 == 0 or final):
-            print(_progress_line(last, plan.total_steps), flush=True)
+        eta_s = eta.step_done(step + 1)
+        if ctx.rank == 0 and ((step + 1) % show_every == 0 or final):
+            print(progress_line(last, plan.total_steps, eta_s, verbose), flush=True)
         every = tcfg.checkpoint_every
         if final or (every and (step + 1) % every == 0):
             save_checkpoint(
@@ -347,11 +373,3 @@ def _reduce_metrics(ctx: TrainContext, sums: dict[str, Any]) -> dict[str, float]
         v, m = float(total[i]), float(total[n + i])
         out[k] = v if additive else (v / m if m else float("nan"))
     return out
-
-
-def _progress_line(m: dict[str, float], total: int) -> str:
-    shown = [f"step {int(m['step'])}/{total}", f"loss {m['loss']:.4f}"]
-    for k in ("z0", "rewards/margin", "rewards/accuracy", "grad_norm", "tokens_per_s"):
-        if k in m:
-            shown.append(f"{k} {m[k]:.4g}")
-    return "[train] " + "  ".join(shown)
