@@ -79,15 +79,18 @@ def test_rerun_skips_every_stage_by_fingerprint_and_records_a_manifest(smoke_run
     assert set(manifest) >= {"git_commit", "git_dirty", "input_files"}
 
 
-def test_a_changed_loss_key_keeps_the_prepared_data(smoke_run) -> None:
+def test_a_changed_loss_key_keeps_the_prepared_data(smoke_run, tmp_path) -> None:
     """KTO's beta is not one of its data keys: the data stages keep their fingerprints and
-    are skipped; the train stage's fingerprint changes."""
+    are skipped; the train stage's fingerprint changes. (On a copy of the session's run: a
+    run rewrites its config snapshot, which ``--resume`` reads.)"""
+    import shutil
     from dataclasses import replace
 
     from valign_ray.stages import TRAIN, StageContext
 
     cfg, first = smoke_run
-    changed = replace(cfg, loss=replace(cfg.loss, beta=cfg.loss.beta * 2))
+    shutil.copytree(cfg.run_dir, tmp_path / cfg.name, ignore=shutil.ignore_patterns("ray_train"))
+    changed = replace(cfg, output_dir=str(tmp_path), loss=replace(cfg.loss, beta=cfg.loss.beta * 2))
     data_stages = ["survey", "weights", "constitution", "datasets"]
     summary = run_pipeline(changed, stages=data_stages)
     assert summary.skipped == data_stages
