@@ -1,5 +1,5 @@
 """The evaluation stage of ``valign cai``: the held-out evaluation of ``valign run`` (same data,
-same metrics, :func:`valign_ray.stages.training.evaluate_model`) for the base, SL-CAI and RL-CAI
+same metrics, :func:`valign_ray.stages.training.evaluate_models`) for the base, SL-CAI and RL-CAI
 models (and the survey-aligned model when the run trained one); with ``implicit_reward``
 feedback, how often the feedback labels agree with the held-out respondents' preferences."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
@@ -16,12 +15,7 @@ from valign_ray.config_loader import to_dict
 from valign_ray.results import CaiEvalResult
 from valign_ray.stages.base import Stage, StageContext
 from valign_ray.stages.cai_rl import feedback_labels, needs_train
-from valign_ray.stages.training import (
-    base_model_path,
-    eval_data,
-    evaluate_model,
-    likert_positions,
-)
+from valign_ray.stages.training import base_model_path, eval_data, evaluate_models
 
 
 def cai_models(ctx: StageContext) -> dict[str, Path]:
@@ -56,25 +50,11 @@ def feedback_agreement(ctx: StageContext, pairs: pl.DataFrame) -> dict[str, floa
 
 def run_cai_eval(ctx: StageContext) -> CaiEvalResult:
     """Every CAI model on the held-out respondents (and unseen items when held out)."""
-    from valign_ray.models import load_model, load_tokenizer
-
-    tok = load_tokenizer(base_model_path(ctx))
-    seen = eval_data(ctx, "heldout_respondents")
-    unseen = eval_data(ctx, "heldout_both") if ctx.cfg.data.holdout_items > 0 else None
-    lookups = {
-        "items": ctx.survey_table("items"),
-        "respondents": ctx.weighted_respondents(),
-        "positions": likert_positions(ctx),
-    }
-    models: dict[str, Any] = {}
-    for name, path in cai_models(ctx).items():
-        model = load_model(path)
-        models[name] = evaluate_model(ctx.cfg, model, tok, seen, **lookups)
-        if unseen is not None:
-            models[name]["unseen_items"] = evaluate_model(ctx.cfg, model, tok, unseen, **lookups)
+    models = evaluate_models(ctx, cai_models(ctx))
     agreement = None
-    if needs_train(ctx.cfg) and ctx.cfg.data.answers == "ratings" and seen.height:
-        agreement = feedback_agreement(ctx, seen)
+    if needs_train(ctx.cfg) and ctx.cfg.data.answers == "ratings":
+        seen = eval_data(ctx, "heldout_respondents")
+        agreement = feedback_agreement(ctx, seen) if seen.height else None
     return CaiEvalResult(models=json.loads(json.dumps(models)), feedback_agreement=agreement)
 
 
@@ -84,7 +64,11 @@ def cai_eval_stage(cfg: PipelineConfig) -> Stage:
         "cai_eval",
         "cai_eval",
         run_cai_eval,
-        lambda ctx: {"eval": to_dict(ctx.cfg.eval), "max_length": ctx.cfg.data.max_length},
+        lambda ctx: {
+            "eval": to_dict(ctx.cfg.eval),
+            "max_length": ctx.cfg.data.max_length,
+            "min_group_n": ctx.cfg.report.min_group_n,
+        },
         upstream,
         lambda ctx: [],
     )

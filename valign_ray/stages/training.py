@@ -215,11 +215,19 @@ def run_eval(ctx: StageContext) -> EvalResult:
     Ratings runs add ``preference_accuracy_lo`` / ``_hi`` from a respondent bootstrap of the
     held-out respondents, re-weighted per replicate (:mod:`valign_ray.eval.respondent_bootstrap`,
     ``eval.bootstrap`` replicates)."""
+    models = evaluate_models(ctx, {"base": base_model_path(ctx), "aligned": ctx.layout.model})
+    return EvalResult(models=json.loads(json.dumps(models)))
+
+
+def evaluate_models(ctx: StageContext, paths: dict[str, Path]) -> dict[str, Any]:
+    """The held-out evaluation of each named model folder (the eval stage's, and the CAI
+    stage's for its models): metrics on the trained items and, with ``data.holdout_items``, on
+    the unseen ones; groups under ``report.min_group_n`` marked; the respondent-bootstrap
+    interval of ratings runs. The tokenizer is the base model's (every model shares it)."""
     from valign_ray.eval.small_groups import group_sizes, mark_small_groups
     from valign_ray.models import load_model, load_tokenizer
 
-    base = base_model_path(ctx)
-    tok = load_tokenizer(base)
+    tok = load_tokenizer(base_model_path(ctx))
     seen = eval_data(ctx, "heldout_respondents")
     unseen = eval_data(ctx, "heldout_both") if ctx.cfg.data.holdout_items > 0 else None
     lookups = {
@@ -238,8 +246,9 @@ def run_eval(ctx: StageContext) -> EvalResult:
         if split == "heldout_respondents" or unseen is not None
     }
     min_n = ctx.cfg.report.min_group_n
-    models, scored = {}, {}
-    for name, path in (("base", base), ("aligned", ctx.layout.model)):
+    models: dict[str, Any] = {}
+    scored = {}
+    for name, path in paths.items():
         model, frames = load_model(path), []
         metrics = evaluate_model(ctx.cfg, model, tok, seen, **lookups, scored=frames)
         models[name] = mark_small_groups(metrics, sizes["heldout_respondents"], min_n)
@@ -259,7 +268,7 @@ def run_eval(ctx: StageContext) -> EvalResult:
             n_boot=ev.bootstrap,
             seed=ev.bootstrap_seed,
         )
-    return EvalResult(models=json.loads(json.dumps(models)))
+    return models
 
 
 def eval_data(ctx: StageContext, split: str) -> pl.DataFrame:
