@@ -46,7 +46,7 @@ weighted estimate should hit. The item texts (templates per dimension, ``DIMENSI
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,13 +158,15 @@ def generate_synthetic(
     prefers_pos = latent > tau
     same = rng.random(latent.shape) < spec.flip
     same_value = rng.random(latent.shape) < 0.5
-    statements, stmt_dim = _statement_table(dims, spec)
+    statements, stmt_dim = _statement_table(
+        dims, spec.statements_per_dimension, "s", statement_text
+    )
     per_dim = spec.statements_per_dimension
     offsets = np.tile(
         np.linspace(-1.0, 1.0, per_dim) if per_dim > 1 else np.zeros(per_dim), len(dims)
     )
     y = theta[:, stmt_dim] + rng.logistic(size=(n_pop, len(stmt_dim))) - offsets
-    consensus, cons_dim = _consensus_table(dims, spec)
+    consensus, cons_dim = _statement_table(dims, spec.consensus_per_dimension, "c", consensus_text)
     cons_noise = np.random.default_rng([spec.seed, 1]).logistic(size=(n_pop, len(cons_dim)))
     y_cons = CONSENSUS_LOADING * theta[:, cons_dim] + cons_noise + CONSENSUS_SHIFT
     statements = pl.concat([statements, consensus])
@@ -286,27 +288,17 @@ def _prompt_tables(
 
 
 def _statement_table(
-    dims: Sequence[DimensionText], spec: SyntheticConfig
+    dims: Sequence[DimensionText], per_dimension: int, suffix: str, text: Callable[..., str]
 ) -> tuple[pl.DataFrame, np.ndarray]:
+    """``per_dimension`` Likert statements of every dimension (ids ``<dim>_<suffix><j>``) and
+    each one's dimension index: the divisive statements (``s``) or the consensus ones (``c``)."""
     rows = [
-        (f"{dim.name}_s{j}", "statement", statement_text(dim, j), dim.name, LIKERT_OPTIONS)
+        (f"{dim.name}_{suffix}{j}", "statement", text(dim, j), dim.name, LIKERT_OPTIONS)
         for dim in dims
-        for j in range(spec.statements_per_dimension)
+        for j in range(per_dimension)
     ]
-    stmt_dim = np.repeat(np.arange(len(dims)), spec.statements_per_dimension)
-    return pl.DataFrame(rows, schema=_ITEM_SCHEMA, orient="row"), stmt_dim
-
-
-def _consensus_table(
-    dims: Sequence[DimensionText], spec: SyntheticConfig
-) -> tuple[pl.DataFrame, np.ndarray]:
-    rows = [
-        (f"{dim.name}_c{j}", "statement", consensus_text(dim, j), dim.name, LIKERT_OPTIONS)
-        for dim in dims
-        for j in range(spec.consensus_per_dimension)
-    ]
-    cons_dim = np.repeat(np.arange(len(dims)), spec.consensus_per_dimension)
-    return pl.DataFrame(rows, schema=_ITEM_SCHEMA, orient="row"), cons_dim
+    dim_index = np.repeat(np.arange(len(dims)), per_dimension)
+    return pl.DataFrame(rows, schema=_ITEM_SCHEMA, orient="row"), dim_index
 
 
 def _answers(
