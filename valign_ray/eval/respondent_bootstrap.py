@@ -44,7 +44,7 @@ def replicate_weigher(wcfg: WeightingConfig) -> Reweigh | None:
             return out["weight"].to_numpy()
 
         return by_group
-    from valign_ray.survey.cap_policy import rake_with_cap_policy
+    from valign_ray.survey.cap_policy import rake_as_configured
     from valign_ray.survey.margins import balanced_margins, load_margins, select_margins
 
     margins = select_margins(load_margins(wcfg.margins), list(wcfg.variables))
@@ -52,15 +52,11 @@ def replicate_weigher(wcfg: WeightingConfig) -> Reweigh | None:
         margins = balanced_margins(margins)
 
     def rake(resp: pl.DataFrame) -> np.ndarray:
-        result = rake_with_cap_policy(
+        result = rake_as_configured(
             resp.drop("weight", strict=False),  # the run's weights, replaced here
             margins,
-            trim_max=wcfg.trim_max,
-            on_cap_binding=wcfg.on_cap_binding,
-            trim_max_limit=wcfg.trim_max_limit,
+            wcfg,
             base_weight=base(resp),
-            tol=wcfg.tol,
-            max_iter=wcfg.max_iter,
         )
         return result.respondents["weight"].to_numpy()
 

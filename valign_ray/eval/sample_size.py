@@ -220,7 +220,7 @@ def score_sample(
     sample lacks are dropped from the margins and counted in ``empty_categories``). Keys are
     ``<weighted|unweighted>_<measure>``; when raking fails the weighted ones are None and
     ``weighting_error`` says why."""
-    from valign_ray.survey.cap_policy import rake_with_cap_policy
+    from valign_ray.survey.cap_policy import rake_as_configured
     from valign_ray.survey.constitution import build_constitution
     from valign_ray.survey.weighting import kish_ess
 
@@ -233,15 +233,7 @@ def score_sample(
     people = sample.select("respondent_id", *variables)
     samples = {"unweighted": people.with_columns(pl.lit(1.0).alias("weight")), "weighted": None}
     try:
-        raked = rake_with_cap_policy(
-            people,
-            rake_margins,
-            trim_max=w.trim_max,
-            on_cap_binding=w.on_cap_binding,
-            trim_max_limit=w.trim_max_limit,
-            tol=w.tol,
-            max_iter=w.max_iter,
-        )
+        raked = rake_as_configured(people, rake_margins, w)
         samples["weighted"] = raked.respondents
         row["ess"] = kish_ess(raked.respondents["weight"])
     except ValueError as exc:  # raking's own errors (incl. CapBindingError) name the cause

@@ -154,7 +154,7 @@ def run_weights(ctx: StageContext) -> WeightingResult:
     """Rake respondents to the population margins (or, ``balanced``, to equal shares of each
     variable's categories), or give each opinion group its target share (``weighting.scheme``),
     or weight 1 when weighting is off."""
-    from valign_ray.survey.cap_policy import rake_with_cap_policy
+    from valign_ray.survey.cap_policy import rake_as_configured
     from valign_ray.survey.margins import balanced_margins, load_margins, select_margins
     from valign_ray.survey.weighting import diagnostics_to_dict, format_diagnostics
 
@@ -170,15 +170,11 @@ def run_weights(ctx: StageContext) -> WeightingResult:
     margins = select_margins(load_margins(wcfg.margins), list(wcfg.variables))
     if wcfg.scheme == "balanced":  # the margins' categories, each an equal share
         margins = balanced_margins(margins)
-    result = rake_with_cap_policy(
+    result = rake_as_configured(
         resp,
         margins,
-        trim_max=wcfg.trim_max,
-        on_cap_binding=wcfg.on_cap_binding,
-        trim_max_limit=wcfg.trim_max_limit,
+        wcfg,
         base_weight="base_weight" if "base_weight" in resp.columns else None,
-        tol=wcfg.tol,
-        max_iter=wcfg.max_iter,
     )
     print(format_diagnostics(result.diagnostics), flush=True)
     diag = diagnostics_to_dict(result.diagnostics)

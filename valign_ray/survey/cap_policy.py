@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import polars as pl
 
 from valign_ray.survey.margins import Margins
 from valign_ray.survey.weighting import WeightingResult, rake_to_margins
 from valign_ray.survey.weighting_report import margin_misses
+
+if TYPE_CHECKING:
+    from valign_ray.config import WeightingConfig
 
 CapPolicy = Literal["raise_cap", "error", "accept"]
 MARGIN_MET = 1e-6  # a margin within this of its target counts as met
@@ -34,6 +37,27 @@ CAP_STEP = 0.01  # the raised cap is found to (and rounded up to) this resolutio
 class CapBindingError(ValueError):
     """The trim cap cannot be met together with the margins (policy ``error``, or no cap up
     to ``trim_max_limit`` meets them under ``raise_cap``)."""
+
+
+def rake_as_configured(
+    respondents: pl.DataFrame,
+    margins: Margins,
+    wcfg: WeightingConfig,
+    *,
+    base_weight: str | None = None,
+) -> WeightingResult:
+    """:func:`rake_with_cap_policy` with the cap, policy and tolerances of ``wcfg`` (what the
+    weights stage, the respondent bootstrap and the sample-size study all rake with)."""
+    return rake_with_cap_policy(
+        respondents,
+        margins,
+        trim_max=wcfg.trim_max,
+        on_cap_binding=wcfg.on_cap_binding,
+        trim_max_limit=wcfg.trim_max_limit,
+        base_weight=base_weight,
+        tol=wcfg.tol,
+        max_iter=wcfg.max_iter,
+    )
 
 
 def rake_with_cap_policy(
