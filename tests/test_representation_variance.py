@@ -1,0 +1,109 @@
+"""The variance experiment (valign_ray.eval.representation_variance[_report]): the interval
+arithmetic on hand-computed values, the runs it plans, and (Ray) the smoke run end to end."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from valign_ray.config import load_config
+from valign_ray.eval.representation_variance import VarianceSpec, variance_variants
+from valign_ray.eval.representation_variance_report import (
+    paired_differences,
+    summarise,
+    t_interval,
+    variance_components,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs/representation_variance.yaml"
+
+
+def test_t_interval_by_hand() -> None:
+    """[1, 2, 3, 4]: mean 2.5, sd sqrt(5/3) = 1.290994, se 0.645497, t(0.975, 3) = 3.182446:
+    half-width 2.054260. One value: no interval."""
+    mean, lo, hi = t_interval([1.0, 2.0, 3.0, 4.0])
+    assert mean == 2.5
+    assert lo == pytest.approx(2.5 - 2.054260, abs=1e-6)
+    assert hi == pytest.approx(2.5 + 2.054260, abs=1e-6)
+    mean, lo, hi = t_interval([0.7])
+    assert mean == 0.7 and math.isnan(lo) and math.isnan(hi)
+
+
+def test_variance_components_by_hand() -> None:
+    """Draw 0: 1, 2, 3 (mean 2, var 1); draw 1: 5, 5, 8 (mean 6, var 3). SD between draws:
+    sd(2, 6) = 2.828427; SD between train seeds: sqrt((1 + 3) / 2) = 1.414214; t over the
+    draw means: 4 +- t(0.975, 1) * 2.828427 / sqrt(2) = 4 +- 12.706205 * 2 = 4 +- 25.412409."""
+    c = variance_components([0, 0, 0, 1, 1, 1], [1.0, 2.0, 3.0, 5.0, 5.0, 8.0])
+    assert c["sd_draws"] == pytest.approx(2.828427, abs=1e-6)
+    assert c["sd_seeds"] == pytest.approx(1.414214, abs=1e-6)
+    assert c["draw_mean"] == 4.0
+    assert c["draw_lo"] == pytest.approx(4 - 25.412409, abs=1e-5)
+    assert c["draw_hi"] == pytest.approx(4 + 25.412409, abs=1e-5)
+
+
+def _rows() -> pl.DataFrame:
+    """Two variants x 2 draws x 2 seeds, one metric, seen items; item-bootstrap bounds
+    estimate -+ 0.05."""
+    values = {"a": [0.80, 0.82, 0.70, 0.74], "b": [0.75, 0.75, 0.66, 0.68]}
+    rows = []
+    for variant, vals in values.items():
+        for k, v in enumerate(vals):
+            draw, seed = divmod(k, 2)
+            rows.append(
+                {"variant": variant, "draw": draw, "train_seed": seed,
+                 "run": f"{variant}-d{draw}-s{seed}", "items": "seen", "n_items": 10,
+                 "metric": "population", "estimate": v, "lo": v - 0.05, "hi": v + 0.05}
+            )  # fmt: skip
+    return pl.DataFrame(rows)
+
+
+def test_summary_keeps_the_interval_kinds_apart() -> None:
+    """Variant a: runs 0.80 0.82 0.70 0.74: mean 0.765, sd 0.055076, t(0.975, 3) 3.182446 ->
+    half 0.087637; draw means 0.81, 0.72 -> SD 0.063640; within-draw variances 0.0002, 0.0008
+    -> SD sqrt(0.0005) = 0.022361; item bootstrap of the first run (d0-s0): [0.75, 0.85]."""
+    s = summarise(_rows()).filter(pl.col("variant") == "a").row(0, named=True)
+    assert s["n_runs"] == 4 and s["mean"] == pytest.approx(0.765)
+    assert s["run_hi"] - s["mean"] == pytest.approx(0.087637, abs=1e-6)
+    assert s["sd_draws"] == pytest.approx(0.063640, abs=1e-6)
+    assert s["sd_seeds"] == pytest.approx(0.022361, abs=1e-6)
+    assert s["item_run"] == "a-d0-s0"
+    assert (s["item_lo"], s["item_hi"]) == pytest.approx((0.75, 0.85))
+
+
+def test_paired_differences_match_runs_by_draw_and_seed() -> None:
+    """a - b run by run: 0.05, 0.07, 0.04, 0.06: mean 0.055, sd 0.012910, half-width
+    3.182446 * 0.012910 / 2 = 0.020543; positive, so the text may claim it."""
+    rows = _rows().with_columns(pl.col("variant").replace({"a": "dpo_hard", "b": "dpo_unweighted"}))
+    (d,) = paired_differences(rows)
+    assert (d["a"], d["b"], d["items"], d["n_pairs"]) == ("dpo_hard", "dpo_unweighted", "seen", 4)
+    assert d["mean"] == pytest.approx(0.055)
+    assert d["lo"] == pytest.approx(0.055 - 0.020543, abs=1e-6)
+    assert d["hi"] == pytest.approx(0.055 + 0.020543, abs=1e-6)
+
+
+def test_variants_vary_the_sample_draw_and_the_oracle_draw() -> None:
+    """One variant per (trained variant, draw): biased-sample runs set sample_seed, the oracle
+    reads its draw's files; bad specs are refused by name."""
+    base = load_config(CONFIG)
+    spec = VarianceSpec(trained=("dpo_hard", "dpo_oracle"), sample_seeds=(0, 4))
+    files = {d: {"answers": Path(f"/o/d{d}/answers.csv")} for d in (0, 4)}
+    variants, meta = variance_variants(base, spec, files)
+    by = {v.name: v.overrides for v in variants}
+    assert list(by) == ["dpo_hard-d0", "dpo_oracle-d0", "dpo_hard-d4", "dpo_oracle-d4"]
+    assert by["dpo_hard-d4"] == ("loss.name=dpo", "survey.synthetic.sample_seed=4")
+    assert "survey.files.answers=/o/d4/answers.csv" in by["dpo_oracle-d4"]
+    assert meta["dpo_oracle-d4"] == ("dpo_oracle", 4)
+    spec.check(base)
+    for bad, word in (
+        (VarianceSpec(trained=("nope",)), "nope"),
+        (VarianceSpec(train_seeds=(1, 1)), "train_seeds"),
+        (VarianceSpec(form="x"), "form"),
+    ):
+        with pytest.raises(ValueError, match=word):
+            bad.check(base)
+    with pytest.raises(ValueError, match="holdout_items"):
+        VarianceSpec().check(load_config(CONFIG, ["data.holdout_items=0"]))
