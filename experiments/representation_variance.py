@@ -19,15 +19,13 @@ import sys
 
 from valign_ray.output import set_verbose
 
-SMOKE_SETS = ("train.max_steps=10", "eval.bootstrap=20")
-
 
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(",") if x.strip())
 
 
 def main() -> None:
-    from valign_ray.eval.representation_variance import SMOKE_TRAINED, TRAINED
+    from valign_ray.eval.representation_variance import SMOKE_SETS, SMOKE_TRAINED, TRAINED
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config")

@@ -107,3 +107,46 @@ def test_variants_vary_the_sample_draw_and_the_oracle_draw() -> None:
             bad.check(base)
     with pytest.raises(ValueError, match="holdout_items"):
         VarianceSpec().check(load_config(CONFIG, ["data.holdout_items=0"]))
+
+
+@pytest.mark.ray
+def test_smoke_run_end_to_end(ray_session, tmp_path: Path) -> None:
+    """The --smoke path (dpo_unweighted and dpo_hard, sample draws 0 and 1, train seed 0, 10
+    steps) at a small population: 4 runs, every model scored on seen and unseen items, and a
+    page whose table has both item sets and names each kind of interval."""
+    from valign_ray.eval.representation_variance import (
+        SMOKE_SETS,
+        SMOKE_TRAINED,
+        run_variance_experiment,
+    )
+
+    sets = [*SMOKE_SETS, "survey.synthetic.n_population=2000", "survey.synthetic.n_sample=120"]
+    spec = VarianceSpec(trained=SMOKE_TRAINED, sample_seeds=(0, 1), train_seeds=(0,))
+    rows = run_variance_experiment(CONFIG, sets, tmp_path / "exp", spec=spec)
+    exp = tmp_path / "exp"
+    runs = pl.read_csv(exp / "runs.csv")
+    assert runs.height == 4 and (runs["status"] == "finished").all()
+    assert set(rows["run"]) == {"base", *runs["run"]}
+    # 18 items, 8 held out (data.holdout_items 0.33, split_seed 0): every run scored on both
+    assert sorted(rows["n_items"].unique().to_list()) == [8, 10]
+    assert set(rows["items"]) == {"seen", "unseen"}
+    # another sample draw trains on another sample: the two draws' weighted runs differ
+    hard = rows.filter((pl.col("variant") == "dpo_hard") & (pl.col("metric") == "population"))
+    assert hard["draw"].n_unique() == 2
+    text = (exp / "results.md").read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| variant | runs |"))
+    assert "A(population), seen" in header and "A(population), unseen" in header
+    assert "skill, unseen" in header and "worst-group A, seen" in header
+    for kind in ("95% t, runs (both sources)", "95% t, draw means", "item bootstrap, one run"):
+        assert kind in text, kind
+    for plot in ("seen_vs_unseen", "variance_bands", "skill", "population_vs_worst_group"):
+        assert (exp / f"{plot}.png").stat().st_size > 1000, plot
+
+
+def test_run_done_line_eta_by_hand() -> None:
+    """372 s for 3 of 45 runs: 124 s per run x 42 left = 5208 s = 1h26m (rounded down)."""
+    from valign_ray.output import run_done_line
+
+    line = run_done_line("dpo_hard-d0-s2", 3, 45, 372.0, failed=False)
+    assert line == "[grid] run 3/45 dpo_hard-d0-s2 finished, elapsed 6m12s, eta 1h26m"
+    assert "FAILED" in run_done_line("x", 1, 2, 1.0, failed=True)
