@@ -8,8 +8,8 @@
 Trains every (variant, sample draw, train seed) as one Ray Tune trial (finished runs skipped),
 scores each model on seen and unseen items against the population truth and writes
 variance_runs.csv, variance_summary.csv, variance.json, results.md and four plots:
-:mod:`valign_ray.eval.representation_variance`. ``--smoke``: dpo_unweighted and dpo_hard,
-sample draws 0 and 1, train seed 0, 10 optimizer steps, in ``<name>-smoke``.
+:mod:`valign_ray.eval.representation_variance`. ``--smoke``: base and dpo_hard, sample draws
+0 and 1, train seed 0, 10 optimizer steps (2 trained runs), in ``<name>-smoke``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--train-seeds", type=_ints, default=(0, 1, 2), help="train.seed values")
     ap.add_argument("--form", choices=("implicit", "logprob"), default="implicit")
     ap.add_argument("--max-concurrent", type=int, default=2, help="runs training at once")
-    ap.add_argument("--smoke", action="store_true", help="2 variants x 2 draws x 1 seed, short")
+    ap.add_argument("--smoke", action="store_true", help="base + dpo_hard, 2 draws x 1 seed, short")
     ap.add_argument("--output-dir", help="experiment folder (default: output_dir/name)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--verbose", action="store_true", help="Ray's logs, every training step")

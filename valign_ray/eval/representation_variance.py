@@ -32,7 +32,7 @@ from valign_ray.experiment import PlannedRun, Variant, plan_runs, run_experiment
 
 # The reduced variant set of the headline (base is scored, not trained).
 TRAINED = ("dpo_unweighted", "dpo_hard", "dpo_soft", "dpo_balanced", "dpo_oracle")
-SMOKE_TRAINED = ("dpo_unweighted", "dpo_hard")
+SMOKE_TRAINED = ("dpo_hard",)  # --smoke: base and dpo_hard, 2 draws x 1 train seed
 SMOKE_SETS = ("train.max_steps=10", "eval.bootstrap=20")  # --smoke: short runs
 FORMS = {"implicit": "p_implicit", "logprob": "p_logprob"}
 METRICS = ("population", "worst_group", "skill", "majority_agreement")

@@ -85,8 +85,9 @@ def _bands(rows: pl.DataFrame, summary: pl.DataFrame, exp: Path) -> str:
             if v == "base":
                 ax.scatter([i], [s["mean"]], s=12, color="grey")
         ax.set_xticks(range(len(variants)), variants, rotation=25, ha="right")
-        ax.set(title=f"A(population), {items} items: runs, mean, 95% t band")
+        ax.set(title=f"{items} items: runs, mean, 95% t band")
     axes[0].set(ylabel="A(population)")
+    fig.suptitle("A(population) per run, coloured by sample draw")
     axes[0].legend(fontsize=7)
     return _save(fig, exp / "variance_bands.png")
 
