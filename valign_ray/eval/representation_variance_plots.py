@@ -60,6 +60,10 @@ def _paired_bars(summary: pl.DataFrame, metric: str, ylabel: str, exp: Path, nam
         )
     ax.set_xticks(x, variants, rotation=25, ha="right")
     ax.set(ylabel=ylabel, title=f"{ylabel}: seen vs unseen items (mean, 95% t over runs)")
+    if metric != "skill":  # A and agreement: zoom in on the range the models span
+        s = summary.filter(pl.col("metric") == metric)
+        low = np.nanmin(np.concatenate([s["mean"].to_numpy(), s["run_lo"].to_numpy()]))
+        ax.set_ylim(max(0.0, float(low) - 0.05), 1.0)
     ax.legend(fontsize=8)
     return _save(fig, exp / name)
 
