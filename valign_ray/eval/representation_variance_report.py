@@ -251,14 +251,19 @@ def write_variance_report(
 
 
 def _respondent_line(summaries: dict[str, Any]) -> str:
-    """The respondent bootstrap (re-raked) of the first run's aligned model, as reported."""
-    for run, s in sorted(summaries.items()):
+    """The respondent bootstrap (re-raked) of one run's aligned model (the first dpo_hard run
+    when there is one), as its summary reports it."""
+    for run, s in sorted(
+        summaries.items(), key=lambda kv: (not kv[0].startswith("dpo_hard"), kv[0])
+    ):
         m = (s.get("eval") or {}).get("aligned", {})
         if "preference_accuracy_lo" in m:
             acc = _cell(*(m[f"preference_accuracy{k}"] for k in ("", "_lo", "_hi")))
+            note = (m.get("bootstrap") or {}).get("note")
             return (
                 f"Respondent bootstrap with re-raking, run {run} (held-out respondents, "
-                f"conditional on that run): preference accuracy {acc}."
+                f"conditional on that run): preference accuracy {acc}"
+                + (f" ({note})." if note else ".")
             )
     return "Respondent bootstrap: not in the runs' summaries."
 
