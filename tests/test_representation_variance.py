@@ -153,3 +153,20 @@ def test_run_done_line_eta_by_hand() -> None:
     line = run_done_line("dpo_hard-d0-s2", 3, 45, 372.0, failed=False)
     assert line == "[grid] run 3/45 dpo_hard-d0-s2 finished, elapsed 6m12s, eta 1h26m"
     assert "FAILED" in run_done_line("x", 1, 2, 1.0, failed=True)
+
+
+def test_soft_batch_is_the_trained_item_count() -> None:
+    """18 items, 8 held out at 0.33 (split_seed 0): dpo_soft's one row per trained item fits
+    one batch of 10 per worker, the last word on train.batch_size (the default 18 failed:
+    10 rows are fewer than one global batch)."""
+    from valign_ray.eval.representation_experiment import biased_survey
+    from valign_ray.eval.representation_variance import trained_item_count
+
+    base = load_config(CONFIG)
+    ids = biased_survey(base).items.filter(pl.col("kind") == "prompt")["item_id"]
+    assert len(ids) == 18 and trained_item_count(base, ids) == 10
+    spec = VarianceSpec(trained=("dpo_soft",), sample_seeds=(0,))
+    (variant,), _ = variance_variants(base, spec, {}, n_trained_items=10)
+    sizes = [o for o in variant.overrides if o.startswith("train.batch_size=")]
+    assert sizes[-1] == "train.batch_size=10"
+    assert load_config(CONFIG, list(variant.overrides)).train.batch_size == 10

@@ -68,13 +68,32 @@ class VarianceSpec:
             raise ValueError("data.holdout_items: > 0 is needed for seen and unseen items")
 
 
+def trained_item_count(base: PipelineConfig, item_ids: Sequence[str]) -> int:
+    """How many of the prompt items ``item_ids`` training sees: those ``data.holdout_items``
+    (the split's item hash, :func:`~valign_ray.data.splits.holdout_mask`) does not hold out."""
+    from valign_ray.data.splits import holdout_mask
+
+    held = holdout_mask(
+        pl.Series(list(item_ids)), base.data.holdout_items, base.data.split_seed + 1
+    )
+    return int((~held).sum())
+
+
 def variance_variants(
-    base: PipelineConfig, spec: VarianceSpec, oracle_files: dict[int, dict[str, Path]]
+    base: PipelineConfig,
+    spec: VarianceSpec,
+    oracle_files: dict[int, dict[str, Path]],
+    n_trained_items: int | None = None,
 ) -> tuple[list[Variant], dict[str, tuple[str, int]]]:
     """One :class:`Variant` per (trained variant, draw), named ``<variant>-d<draw>``, and
     ``name -> (variant, draw)``. A biased-sample variant sets ``survey.synthetic.sample_seed``
-    to the draw; an ``*_oracle`` one reads that draw's simple-random-sample files."""
+    to the draw; an ``*_oracle`` one reads that draw's simple-random-sample files.
+    ``n_trained_items``: dpo_soft's one row per trained item, so its batch is that many per
+    worker (variant_overrides sizes it from every item, more than remain after the hold-out)."""
     overrides = runs.variant_overrides(base)
+    if n_trained_items is not None and "dpo_soft" in overrides:
+        per_worker = max(1, n_trained_items // base.train.num_workers)
+        overrides["dpo_soft"] = [*overrides["dpo_soft"], f"train.batch_size={per_worker}"]
     variants, meta = [], {}
     for draw in spec.sample_seeds:
         for name in spec.trained:
@@ -111,7 +130,9 @@ def run_variance_experiment(
             out = exp / "oracle_survey" / f"d{draw}"
             oracle[draw], everyone = runs.write_oracle_survey(base, out, seed=draw)
             truths.append(everyone.truth)
-    variants, meta = variance_variants(base, spec, oracle)
+    biased = _biased_survey(base)
+    prompts = biased.items.filter(pl.col("kind") == "prompt")["item_id"]
+    variants, meta = variance_variants(base, spec, oracle, trained_item_count(base, prompts))
     args = dict(
         config_path=config_path,
         variants=variants,
@@ -129,7 +150,6 @@ def run_variance_experiment(
         raise RuntimeError(f"runs failed (see {exp / 'runs.csv'}): {failed['run'].to_list()}")
     print(f"[variance {name}] training done in {time.monotonic() - start:.0f}s", flush=True)
     planned = plan_runs(**args)
-    biased = _biased_survey(base)
     for t in truths:
         if not t.equals(biased.truth):
             raise RuntimeError("the oracle survey's population truth differs from the runs'")
