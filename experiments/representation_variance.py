@@ -19,17 +19,20 @@ import sys
 
 from valign_ray.output import set_verbose
 
+# the default trained variants (valign_ray.eval.representation_variance.TRAINED, checked by
+# the test), here so that --help and set_verbose come before any heavy import
+TRAINED = ("dpo_unweighted", "dpo_hard", "dpo_soft", "dpo_balanced", "dpo_oracle")
+TRAINED_TEXT = ",".join(TRAINED)
+
 
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(",") if x.strip())
 
 
 def main() -> None:
-    from valign_ray.eval.representation_variance import SMOKE_SETS, SMOKE_TRAINED, TRAINED
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config")
-    ap.add_argument("--variants", default=",".join(TRAINED), help="trained variants")
+    ap.add_argument("--variants", help=f"trained variants (default: {','.join(TRAINED)})")
     ap.add_argument("--sample-seeds", type=_ints, default=(0, 1, 2), help="sample draws")
     ap.add_argument("--train-seeds", type=_ints, default=(0, 1, 2), help="train.seed values")
     ap.add_argument("--form", choices=("implicit", "logprob"), default="implicit")
@@ -42,10 +45,15 @@ def main() -> None:
     set_verbose(args.verbose)  # before Ray, transformers or DeepSpeed are imported
 
     from valign_ray.config import load_config
-    from valign_ray.eval.representation_variance import VarianceSpec, run_variance_experiment
+    from valign_ray.eval.representation_variance import (
+        SMOKE_SETS,
+        SMOKE_TRAINED,
+        VarianceSpec,
+        run_variance_experiment,
+    )
 
     spec = VarianceSpec(
-        trained=SMOKE_TRAINED if args.smoke else tuple(args.variants.split(",")),
+        trained=SMOKE_TRAINED if args.smoke else tuple((args.variants or TRAINED_TEXT).split(",")),
         sample_seeds=(0, 1) if args.smoke else args.sample_seeds,
         train_seeds=(0,) if args.smoke else args.train_seeds,
         form=args.form,

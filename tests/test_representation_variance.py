@@ -170,3 +170,16 @@ def test_soft_batch_is_the_trained_item_count() -> None:
     sizes = [o for o in variant.overrides if o.startswith("train.batch_size=")]
     assert sizes[-1] == "train.batch_size=10"
     assert load_config(CONFIG, list(variant.overrides)).train.batch_size == 10
+
+
+def test_the_script_defaults_to_the_modules_variants() -> None:
+    import importlib.util
+
+    from valign_ray.eval.representation_variance import TRAINED
+
+    spec = importlib.util.spec_from_file_location(
+        "rv_script", REPO / "experiments/representation_variance.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.TRAINED == TRAINED
