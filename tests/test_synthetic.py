@@ -83,6 +83,26 @@ def test_same_seed_same_frames_other_seed_differs():
         assert not getattr(a, name).equals(getattr(c, name)), name
 
 
+def test_sample_seed_null_is_seed_and_another_draws_another_sample_of_the_same_population():
+    """sample_seed null (every config before it existed) and sample_seed == seed give the very
+    same frames; another sample_seed changes who is sampled and their answers, never the
+    population: truth, items, candidates and population margins are identical."""
+    a = generate_synthetic(SyntheticConfig(seed=7), MARGINS)
+    same = generate_synthetic(SyntheticConfig(seed=7, sample_seed=7), MARGINS)
+    other = generate_synthetic(SyntheticConfig(seed=7, sample_seed=3), MARGINS)
+    for name in FRAMES:
+        assert getattr(a, name).equals(getattr(same, name)), name
+    for name in ("truth", "items", "candidates"):
+        assert getattr(a, name).equals(getattr(other, name)), name
+    assert a.population_margins() == other.population_margins()
+    assert other.respondents.height == a.respondents.height == 600
+    for name in ("respondents", "answers"):
+        assert not getattr(a, name).equals(getattr(other, name)), name
+    # the unweighted sample shares move with the sample, the population shares do not
+    assert a.flips["population_share"].equals(other.flips["population_share"])
+    assert not a.flips["sample_share"].equals(other.flips["sample_share"])
+
+
 def test_default_config_draws_the_configured_sample():
     """The defaults: 600 respondents from 20 000 people; 3 dimensions x 8 prompt items with two
     responses each (48 candidates) plus 3 x (2 + 1 consensus) statements; every respondent rates

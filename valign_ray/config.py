@@ -42,7 +42,10 @@ class SyntheticConfig:
     the quickstart survey (about 0.2 s). Limits that depend on the item texts or on other keys
     (n_sample <= n_population, n_dimensions <= the dimensions written) are the generator's."""
 
-    seed: Int = Field(0, ge=0)  # the population and sample depend only on this and the design
+    seed: Int = Field(
+        0, ge=0
+    )  # the population (and, sample_seed null, the sample) depends only on this and the design
+    sample_seed: Int | None = Field(None, ge=0)  # which sample is drawn; null: seed's own draw
     n_population: Int = Field(20000, ge=1)  # simulated population
     n_sample: Int = Field(600, ge=1)  # respondents in the (biased) survey sample
     n_dimensions: Int = Field(3, ge=1)  # latent value dimensions

@@ -104,3 +104,17 @@ class QuietWorkerLines:
             elif not RAY_NOTICES.search(line):
                 out.append(line)
         return out
+
+
+def run_done_line(label: str, done: int, total: int, elapsed_s: float, failed: bool) -> str:
+    """One line per finished run of a grid: ``[grid] run 3/45 dpo_hard-d0-s2 finished,
+    elapsed 6m12s, eta 1h26m`` (ETA: the mean time per finished run so far, times the runs
+    left; with concurrent runs that is the wall time per run, not a run's own duration)."""
+    from valign_ray.train.progress import format_duration
+
+    eta = elapsed_s / max(done, 1) * (total - done)
+    state = "FAILED" if failed else "finished"
+    return (
+        f"[grid] run {done}/{total} {label} {state}, elapsed {format_duration(elapsed_s)}, "
+        f"eta {format_duration(eta)}"
+    )

@@ -19,6 +19,7 @@ two reasons, both measured here (Ray 2.60, Train V2):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from valign_ray.config import RayConfig
 from valign_ray.distributed.session import configure_data_context, init_ray
+from valign_ray.output import is_verbose, run_done_line
 
 TrialFn = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -59,6 +61,25 @@ def _trial(
         options["runtime_env"] = {"env_vars": env_vars}
     out = ray.get(ray.remote(_run_point).options(**options).remote(trial_fn, points[index]))
     tune.report({"result": out, "index": index})  # nested: apart from Tune's own keys
+
+
+class _RunProgress(tune.Callback):
+    """Prints :func:`~valign_ray.output.run_done_line` as each trial ends."""
+
+    def __init__(self, labels: list[str]) -> None:
+        self.labels, self.done, self.start = labels, 0, time.monotonic()
+
+    def _done(self, trial: Any, failed: bool) -> None:
+        self.done += 1
+        label = self.labels[trial.config["index"]] or f"point {trial.config['index']}"
+        elapsed = time.monotonic() - self.start
+        print(run_done_line(label, self.done, len(self.labels), elapsed, failed), flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._done(trial, failed=False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._done(trial, failed=True)
 
 
 def check_cpus(cpus_per_trial: float, worker_cpus: int, concurrent: int) -> None:
@@ -123,7 +144,11 @@ def run_grid(
             trial_dirname_creator=lambda t: f"{t.config['index']:03d}-{labels[t.config['index']]}",
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=str(Path(storage_path).resolve()), verbose=1
+            name=name,
+            storage_path=str(Path(storage_path).resolve()),
+            # quiet: one line per finished run instead of Tune's status tables
+            verbose=1 if is_verbose() else 0,
+            callbacks=[_RunProgress(labels)],
         ),
     )
     out: list[dict[str, Any]] = [

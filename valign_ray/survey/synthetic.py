@@ -35,6 +35,7 @@ truth is known by construction. The model of the world (all draws from one seede
 6. **Sample.** Propensity = product of ``oversample`` odds times product of ``response_rate``
    over a person's categories (1 where unlisted); ``n_sample`` people drawn without replacement
    with probability proportional to it. Defaults: 65+ x3, South Island x2, men answer at 0.6.
+   A ``sample_seed`` other than ``seed`` draws it from a stream of its own (:func:`sample_rng`).
 
 Respondents' answers are their own simulated population answers, so ``truth`` (realised shares
 over the whole population, overall and per category) is the finite-population quantity a
@@ -181,6 +182,7 @@ def generate_synthetic(
         likert=1 + np.searchsorted(LIKERT_CUTS, y),
     )
 
+    rng = sample_rng(spec, rng)
     sample = np.sort(
         rng.choice(n_pop, spec.n_sample, replace=False, p=propensity / propensity.sum())
     )
@@ -202,6 +204,17 @@ def generate_synthetic(
             for v, cats in shares.items()
         },
     )
+
+
+def sample_rng(spec: SyntheticConfig, population_rng: np.random.Generator) -> np.random.Generator:
+    """The stream that draws the sample and its answer formats: the population's own stream,
+    continued, when ``sample_seed`` is null or equals ``seed`` (the numbers of every config
+    written before ``sample_seed`` existed), else a stream of its own seeded by
+    ``(seed, 2, sample_seed)``. The population, its truth and the thresholds are drawn before
+    it, so another ``sample_seed`` draws another sample of the very same population."""
+    if spec.sample_seed is None or spec.sample_seed == spec.seed:
+        return population_rng
+    return np.random.default_rng([spec.seed, 2, spec.sample_seed])
 
 
 def _flips(world: _Responses, sample: np.ndarray, contested: np.ndarray) -> pl.DataFrame:
