@@ -79,3 +79,4 @@ class CaiConfig:
     rl_candidates: Literal["generated", "survey_items"] = "generated"
     feedback: CaiFeedbackConfig = field(default_factory=CaiFeedbackConfig)  # labels
     rl_loss: Literal["dpo", "kto"] = "dpo"  # RL-CAI: soft-label DPO, or KTO weighted by label
+    rl_epochs: Annotated[Int, Field(ge=1)] | None = None  # RL-CAI passes; null: train.epochs

@@ -8,6 +8,7 @@ the arithmetic of pairs and rows is :mod:`valign_ray.cai.rl`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -29,11 +30,22 @@ from valign_ray.stages.cai_sl import (
 from valign_ray.stages.training import base_model_path
 
 
-def rl_config(cfg: PipelineConfig) -> PipelineConfig:
-    """The run's config with the RL-CAI method: soft-label DPO, or KTO."""
+def rl_config(cfg: PipelineConfig, n_rows: int | None = None) -> PipelineConfig:
+    """The run's config with the RL-CAI method (soft-label DPO, or KTO), ``cai.rl_epochs``
+    passes, and, when ``n_rows`` training rows fill no global batch (``survey_items`` gives one
+    pair per never-asked item), the per-worker batch cut to fit them."""
     if cfg.cai.rl_loss == "dpo":
-        return with_loss(cfg, "dpo", soft_labels=True, label_smoothing=0.0)
-    return with_loss(cfg, "kto")
+        out = with_loss(cfg, "dpo", soft_labels=True, label_smoothing=0.0)
+    else:
+        out = with_loss(cfg, "kto")
+    train = cfg.train
+    changes: dict[str, int] = {}
+    if cfg.cai.rl_epochs is not None:
+        changes["epochs"] = cfg.cai.rl_epochs
+    fit = max(1, (n_rows or 0) // (train.num_workers * train.grad_accum))
+    if n_rows is not None and fit < train.batch_size:
+        changes["batch_size"] = fit
+    return dataclasses.replace(out, train=dataclasses.replace(train, **changes))
 
 
 def label_pairs(
@@ -161,7 +173,7 @@ def run_cai_rl(ctx: StageContext) -> CaiRlResult:
     write_parquet_atomic(rows, out / "rows.parquet")
     card = _rl_card(ctx, rows, samples, labelled, bad, generate_fn.seconds)
     write_cai_card(card, out)
-    rl_cfg = rl_config(cfg)
+    rl_cfg = rl_config(cfg, rows.height)
     trained = train_to_folder(
         ctx,
         rl_cfg,
