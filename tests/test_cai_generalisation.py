@@ -163,7 +163,7 @@ def test_smoke_experiment_end_to_end(ray_session, tmp_path: Path) -> None:
         diff = p["reward_a"] - p["reward_b"]
         assert p["label"] == pytest.approx(1 / (1 + math.exp(-0.1 * diff)), abs=1e-9)
     assert sorted(pl.read_parquet(exp / "preferences.parquet")["item_id"].unique()) == s2
-    items = pl.read_parquet(RunLayout(exp / "s0" / "cai").survey_table("items"))
+    items = pl.read_parquet(RunLayout.of(exp / "s0", "cai").survey_table("items"))
     prompts = items.filter(pl.col("kind") == "prompt")["item_id"].to_list()
     answered = pl.read_csv(exp / "s0" / "oracle_survey" / "answers.csv")["item_id"].unique()
     assert sorted(set(answered.to_list()) & set(prompts)) == s2  # the oracle saw S2 only

@@ -123,9 +123,11 @@ def generalisation_variants(oracle_files: dict[str, Path]) -> list[Variant]:
     return [Variant(CAI_RUN, CAI_OVERRIDES), Variant(ORACLE_RUN, oracle)]
 
 
-def model_folders(cai_dir: Path, oracle_dir: Path, beta: float) -> dict[str, tuple]:
+def model_folders(cai_run: PipelineConfig, oracle_run: PipelineConfig) -> dict[str, tuple]:
     """Model name -> (model, the reference its implicit reward is read against, beta)."""
-    cai, oracle = RunLayout(cai_dir), RunLayout(oracle_dir)
+    cai = RunLayout.of(cai_run.output_dir, cai_run.name)
+    oracle = RunLayout.of(oracle_run.output_dir, oracle_run.name)
+    beta = cai_run.loss.beta
     sl = cai.cai_dir("sl") / "model"
     return {
         "base": (cai.base_model, cai.base_model, beta),
@@ -181,7 +183,7 @@ def score_seed(
     if not truth.equals(biased.truth):
         raise RuntimeError("the cai run's population truth is not the regenerated one")
     on_s2 = pl.col("item_id").is_in(s2)
-    models = model_folders(cai.run_dir, oracle.run_dir, cai.loss.beta)
+    models = model_folders(cai, oracle)
     digests = {
         hashlib.sha256((m[1] / "model.safetensors").read_bytes()).hexdigest()
         for k, m in models.items()
@@ -209,7 +211,7 @@ def score_seed(
         }
         for form, col in FORMS.items()
     }
-    labels = pl.read_parquet(RunLayout(cai.run_dir).cai_dir("rl") / "pairs.parquet")
+    labels = pl.read_parquet(models["rl_cai"][0].parent / "pairs.parquet")
     return {
         "seed": seed,
         "s2_items": s2,
