@@ -168,3 +168,18 @@ def test_smoke_experiment_end_to_end(ray_session, tmp_path: Path) -> None:
     answered = pl.read_csv(exp / "s0" / "oracle_survey" / "answers.csv")["item_id"].unique()
     assert sorted(set(answered.to_list()) & set(prompts)) == s2  # the oracle saw S2 only
     assert (exp / "generalisation.png").stat().st_size > 0
+
+
+def test_rl_config_cuts_the_batch_to_few_pairs_and_takes_rl_epochs() -> None:
+    """10 pairs, 16 per worker x 1 worker: the batch becomes 10; 2 workers: 5; 40 pairs keep
+    16. cai.rl_epochs=150 replaces train.epochs=3; null keeps it. The loss is soft-label DPO."""
+    from valign_ray.stages.cai_rl import rl_config
+
+    sets = ["train.batch_size=16", "train.num_workers=1", "train.epochs=3"]
+    cfg = load_config(CONFIG, [*sets, "cai.rl_epochs=150"])
+    assert (rl_config(cfg, 10).train.batch_size, rl_config(cfg, 10).train.epochs) == (10, 150)
+    assert rl_config(cfg, 40).train.batch_size == 16
+    two = load_config(CONFIG, [*sets, "train.num_workers=2"])
+    assert rl_config(two, 10).train.batch_size == 5
+    assert rl_config(load_config(CONFIG, [*sets, "cai.rl_epochs=null"]), 40).train.epochs == 3
+    assert rl_config(cfg).loss.name == "dpo" and rl_config(cfg).loss.soft_labels is True
