@@ -73,5 +73,10 @@ class CaiConfig:
     # SFT row weight: support (the overall support of the final round's principle) or one.
     sft_weight: Literal["support", "one"] = "support"
     samples_per_prompt: Int = Field(2, ge=2)  # RL-CAI: answers per prompt, every two paired
+    # RL-CAI pairs: generated (samples_per_prompt answers from the SL-CAI model) or
+    # survey_items (the candidate responses of the items data.holdout_items keeps out of
+    # training, or of every prompt item when it is 0; nothing is generated).
+    rl_candidates: Literal["generated", "survey_items"] = "generated"
     feedback: CaiFeedbackConfig = field(default_factory=CaiFeedbackConfig)  # labels
     rl_loss: Literal["dpo", "kto"] = "dpo"  # RL-CAI: soft-label DPO, or KTO weighted by label
+    rl_epochs: Annotated[Int, Field(ge=1)] | None = None  # RL-CAI passes; null: train.epochs

@@ -169,13 +169,16 @@ def run_experiment(
     base_overrides: Sequence[str] = (),
     is_finished: Callable[[PipelineConfig], bool] | None = None,
     max_concurrent: int = 1,
+    trial: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> pl.DataFrame:
     """Run every variant x seed not yet finished as a Ray Tune trial; return and write the table
     ``output_dir/runs.csv`` (+ ``runs.parquet``): status ``finished``, ``skipped`` (done before:
     ``is_finished(cfg)``, default :func:`run_is_finished`) or ``failed`` (with its error).
 
     ``name`` is the experiment's name: the W&B group of its runs and the Tune experiment's
-    prefix. Ray starts (or joins a cluster) from the first run's ``ray`` section.
+    prefix. Ray starts (or joins a cluster) from the first run's ``ray`` section. ``trial``
+    runs one point (``{"run", "variant", "config"}``, in a Ray task; a module-level function):
+    default the pipeline (``valign run``); pass ``is_finished`` to match it.
     """
     from valign_ray.distributed.grid import run_grid
 
@@ -196,8 +199,8 @@ def run_experiment(
     if todo:
         print(f"[experiment {name}] {len(todo)} of {len(plan)} runs to do", flush=True)
         results = run_grid(
-            _pipeline_trial,
-            [{"run": run.name, "config": run.config} for run in todo],
+            trial or _pipeline_trial,
+            [{"run": run.name, "variant": run.variant, "config": run.config} for run in todo],
             storage_path=Path(exp) / ".tune",
             name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",  # a rerun never mixes with the last
             max_concurrent=max_concurrent,

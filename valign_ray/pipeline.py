@@ -133,15 +133,16 @@ def _run_each_stage(
     return ctx, summary
 
 
-def run_is_current(cfg: PipelineConfig) -> bool:
+def run_is_current(cfg: PipelineConfig, stages: tuple[Stage, ...] = STAGES) -> bool:
     """True when ``cfg``'s run directory holds a finished run whose every stage fingerprint
-    matches what ``cfg`` and its input files give now (so ``run_pipeline`` would skip it all)."""
+    matches what ``cfg`` and its input files give now (so ``run_pipeline`` would skip it all;
+    ``stages``: another command's list, e.g. ``cai_pipeline.cai_stages(cfg)``)."""
     layout = layout_of(cfg)
     earlier = recorded_summary(layout)
     if earlier is None:
         return False
     ctx = StageContext(cfg=cfg, layout=layout)
-    return all(_take_recorded(stage, ctx, earlier) for stage in STAGES)
+    return all(_take_recorded(stage, ctx, earlier) for stage in stages)
 
 
 def run_pipeline(cfg: PipelineConfig, *, stages: list[str] | None = None) -> RunSummary:

@@ -66,6 +66,37 @@ def make_pairs(samples: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     )
 
 
+def survey_item_pairs(
+    items: pl.DataFrame, candidates: pl.DataFrame, item_ids: list[str]
+) -> pl.DataFrame:
+    """RL-CAI pairs from the survey's own candidate responses (``cai.rl_candidates:
+    survey_items``): for each prompt item of ``item_ids``, every two of its candidates, ``a``
+    the lower ``response_id``; ``pair_id`` ``survey:<item>:<a>-<b>``, no sampling seeds.
+
+    A tiny model's sampled answers are not the texts the survey asks people to choose
+    between, so labels on them cannot move the model's preference between those; labels on
+    the candidates themselves can. An item id that is not a prompt item with at least two
+    candidates raises a ValueError naming it (nothing to pair).
+    """
+    prompts = items.filter(pl.col("kind") == "prompt").select("item_id", "text")
+    text_of = dict(prompts.iter_rows())
+    rows: dict[str, list] = {c: [] for c in PAIR_COLUMNS}
+    for item_id in sorted(set(item_ids)):
+        cands = candidates.filter(pl.col("item_id") == item_id).sort("response_id")
+        if item_id not in text_of or cands.height < 2:
+            raise ValueError(
+                f"cai.rl_candidates=survey_items: item {item_id!r} is not a prompt item with "
+                f"two or more candidate responses ({cands.height} found)"
+            )
+        for a, b in combinations(cands.select("response_id", "text").iter_rows(), 2):
+            values = (f"survey:{item_id}:{a[0]}-{b[0]}", f"survey:{item_id}")
+            values += (text_of[item_id], a[1], b[1], None, None)
+            for col, value in zip(PAIR_COLUMNS, values, strict=True):
+                rows[col].append(value)
+    schema = {c: pl.Int64 if c.startswith("seed") else pl.String for c in PAIR_COLUMNS}
+    return pl.DataFrame(rows, schema=schema)
+
+
 def dpo_rows(labelled: pl.DataFrame) -> pl.DataFrame:
     """Soft-label DPO rows: ``chosen`` the answer the label favours, ``share`` = its label
     (>= 0.5; the dpo method's soft labels smooth by 1 - share), weight 1."""

@@ -25,6 +25,18 @@ def holdout_mask(ids: pl.Series, share: float, seed: int) -> pl.Series:
     return ids.cast(pl.String).replace_strict(position, return_dtype=pl.Float64) < share
 
 
+def item_seed(split_seed: int) -> int:
+    """The seed of the item draw (the respondent draw uses ``split_seed`` itself)."""
+    return split_seed + 1
+
+
+def heldout_item_ids(item_ids: pl.Series, share: float, split_seed: int) -> list[str]:
+    """The ids among ``item_ids`` that :func:`split_respondents_items` keeps out of training
+    with ``holdout_items=share`` and ``seed=split_seed`` (sorted, distinct)."""
+    ids = item_ids.cast(pl.String).unique()
+    return sorted(ids.filter(holdout_mask(ids, share, item_seed(split_seed))).to_list())
+
+
 def split_respondents_items(
     answers: pl.DataFrame,
     *,
@@ -38,7 +50,7 @@ def split_respondents_items(
     No respondent of a held-out side appears in train, and no held-out item does.
     """
     r_out = holdout_mask(answers["respondent_id"], holdout_respondents, seed)
-    i_out = holdout_mask(answers["item_id"], holdout_items, seed + 1)
+    i_out = holdout_mask(answers["item_id"], holdout_items, item_seed(seed))
     marked = answers.with_columns(r_out.alias("_r"), i_out.alias("_i"))
     parts = {
         "train": marked.filter(~pl.col("_r") & ~pl.col("_i")),

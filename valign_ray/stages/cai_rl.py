@@ -8,6 +8,7 @@ the arithmetic of pairs and rows is :mod:`valign_ray.cai.rl`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -29,11 +30,22 @@ from valign_ray.stages.cai_sl import (
 from valign_ray.stages.training import base_model_path
 
 
-def rl_config(cfg: PipelineConfig) -> PipelineConfig:
-    """The run's config with the RL-CAI method: soft-label DPO, or KTO."""
+def rl_config(cfg: PipelineConfig, n_rows: int | None = None) -> PipelineConfig:
+    """The run's config with the RL-CAI method (soft-label DPO, or KTO), ``cai.rl_epochs``
+    passes, and, when ``n_rows`` training rows fill no global batch (``survey_items`` gives one
+    pair per never-asked item), the per-worker batch cut to fit them."""
     if cfg.cai.rl_loss == "dpo":
-        return with_loss(cfg, "dpo", soft_labels=True, label_smoothing=0.0)
-    return with_loss(cfg, "kto")
+        out = with_loss(cfg, "dpo", soft_labels=True, label_smoothing=0.0)
+    else:
+        out = with_loss(cfg, "kto")
+    train = cfg.train
+    changes: dict[str, int] = {}
+    if cfg.cai.rl_epochs is not None:
+        changes["epochs"] = cfg.cai.rl_epochs
+    fit = max(1, (n_rows or 0) // (train.num_workers * train.grad_accum))
+    if n_rows is not None and fit < train.batch_size:
+        changes["batch_size"] = fit
+    return dataclasses.replace(out, train=dataclasses.replace(train, **changes))
 
 
 def label_pairs(
@@ -134,16 +146,19 @@ def run_cai_rl(ctx: StageContext) -> CaiRlResult:
 
     cfg, out = ctx.cfg, ctx.layout.cai_dir("rl")
     sl_model = ctx.layout.cai_dir("sl") / "model"
-    prompts = pl.read_parquet(ctx.layout.cai_dir("sl") / "prompts.parquet")
     generate_fn = TimedGenerate(cfg, sl_model)
-    samples = sample_answers(
-        prompts,
-        load_tokenizer(sl_model),
-        generate_fn,
-        k=cfg.cai.samples_per_prompt,
-        seed=cfg.cai.sampling.seed,
-    )
-    pairs, bad = make_pairs(samples)
+    if cfg.cai.rl_candidates == "survey_items":
+        samples, pairs, bad = _survey_item_pairs(ctx)
+    else:
+        prompts = pl.read_parquet(ctx.layout.cai_dir("sl") / "prompts.parquet")
+        samples = sample_answers(
+            prompts,
+            load_tokenizer(sl_model),
+            generate_fn,
+            k=cfg.cai.samples_per_prompt,
+            seed=cfg.cai.sampling.seed,
+        )
+        pairs, bad = make_pairs(samples)
     if pairs.height == 0:
         raise ValueError(
             f"RL-CAI: all {bad.height} pairs are identical or empty, so there is nothing to "
@@ -158,7 +173,7 @@ def run_cai_rl(ctx: StageContext) -> CaiRlResult:
     write_parquet_atomic(rows, out / "rows.parquet")
     card = _rl_card(ctx, rows, samples, labelled, bad, generate_fn.seconds)
     write_cai_card(card, out)
-    rl_cfg = rl_config(cfg)
+    rl_cfg = rl_config(cfg, rows.height)
     trained = train_to_folder(
         ctx,
         rl_cfg,
@@ -184,6 +199,30 @@ def run_cai_rl(ctx: StageContext) -> CaiRlResult:
         train=trained.metrics,
         model_path=str(out / "model"),
     )
+
+
+def _survey_item_pairs(ctx: StageContext) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """``cai.rl_candidates: survey_items``: no samples; the candidate pairs of the items the
+    survey training kept out (``data.holdout_items``; every prompt item when 0)."""
+    from valign_ray.cai.rl import survey_item_pairs
+    from valign_ray.data.splits import heldout_item_ids
+
+    items = ctx.survey_table("items")
+    prompt_ids = items.filter(pl.col("kind") == "prompt")["item_id"]
+    data = ctx.cfg.data
+    ids = prompt_ids.to_list()
+    if data.holdout_items > 0:
+        ids = heldout_item_ids(prompt_ids, data.holdout_items, data.split_seed)
+        if not ids:
+            raise ValueError(
+                f"cai.rl_candidates=survey_items: data.holdout_items={data.holdout_items} "
+                f"keeps none of the {prompt_ids.len()} prompt items out (data.split_seed="
+                f"{data.split_seed}); raise data.holdout_items or try another data.split_seed"
+            )
+    pairs = survey_item_pairs(items, ctx.survey_table("candidates"), ids)
+    samples = pl.DataFrame(schema={"prompt_id": pl.String, "completion_ids": pl.List(pl.Int64)})
+    bad = pl.DataFrame(schema={"pair_id": pl.String, "reason": pl.String})
+    return samples, pairs, bad
 
 
 def _rl_card(
@@ -240,10 +279,18 @@ def _cai_rl_inputs(ctx: StageContext) -> dict[str, Any]:
         )
     return {
         "cai": {k: to_dict(getattr(cai, k)) for k in ("feedback", "sampling")}
-        | {"samples_per_prompt": cai.samples_per_prompt, "rl_loss": cai.rl_loss},
+        | {"samples_per_prompt": cai.samples_per_prompt, "rl_loss": cai.rl_loss}
+        | {"rl_candidates": cai.rl_candidates, "data": _candidate_items(ctx.cfg)},
         "feedback_model": ctx.input_files.get("cai.feedback.model"),
         **train_inputs(rl_config(ctx.cfg)),
     }
+
+
+def _candidate_items(cfg: PipelineConfig) -> dict[str, Any] | None:
+    """What picks the survey items RL-CAI pairs (``survey_items`` only)."""
+    if cfg.cai.rl_candidates != "survey_items":
+        return None
+    return {"holdout_items": cfg.data.holdout_items, "split_seed": cfg.data.split_seed}
 
 
 def cai_rl_stage(cfg: PipelineConfig) -> Stage:

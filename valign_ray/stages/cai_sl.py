@@ -23,7 +23,7 @@ from valign_ray.stages.base import Stage, StageContext
 from valign_ray.stages.training import STEERING_KEYS, base_model_path
 
 # CAI keys that change only RL-CAI (or its evaluation), not SL-CAI's output.
-RL_KEYS = ("feedback", "samples_per_prompt", "rl_loss")
+RL_KEYS = ("feedback", "samples_per_prompt", "rl_loss", "rl_candidates", "rl_epochs")
 
 
 def constitution_path(ctx: StageContext) -> Path:
