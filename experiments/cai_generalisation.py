@@ -12,7 +12,6 @@ and generalisation.png in the experiment folder: :mod:`valign_ray.eval.cai_gener
 from __future__ import annotations
 
 import argparse
-import sys
 
 from valign_ray.output import set_verbose
 
@@ -28,19 +27,14 @@ def main() -> None:
     args = ap.parse_args()
     set_verbose(args.verbose)  # before Ray, transformers or DeepSpeed are imported
 
-    from valign_ray.cli import error_line
+    from valign_ray.cli import exit_on_user_error
     from valign_ray.eval.cai_generalisation import run_cai_generalisation
 
-    try:
-        run_cai_generalisation(
+    exit_on_user_error(
+        lambda: run_cai_generalisation(
             args.config, args.set, args.output_dir, seeds=args.seeds, smoke=args.smoke
         )
-    except Exception as exc:  # a bad config or file: one line and exit 2, as valign does
-        line = error_line(exc)
-        if line is None:
-            raise
-        print(line, file=sys.stderr)
-        sys.exit(2)
+    )
 
 
 if __name__ == "__main__":

@@ -11,9 +11,8 @@ Writes data.csv, models.csv, recommendation.csv/.md and plots/ into the study fo
 from __future__ import annotations
 
 import argparse
-import sys
 
-from valign_ray.cli import error_line
+from valign_ray.cli import exit_on_user_error
 from valign_ray.eval.sample_size_study import run_sample_size_study
 
 
@@ -24,14 +23,9 @@ def main() -> None:
     ap.add_argument("--output-dir", help="study folder (default: output_dir/name[-smoke])")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
-    try:
-        run_sample_size_study(args.config, args.set, args.output_dir, smoke=args.smoke)
-    except Exception as exc:  # a bad config or file: one line and exit 2, as valign does
-        line = error_line(exc)
-        if line is None:
-            raise
-        print(line, file=sys.stderr)
-        sys.exit(2)
+    exit_on_user_error(
+        lambda: run_sample_size_study(args.config, args.set, args.output_dir, smoke=args.smoke)
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -297,6 +298,19 @@ def error_line(exc: BaseException) -> str | None:
     if isinstance(exc, ValueError):  # our checks raise ValueError for bad values they are given
         return f"error: {exc} (valign --debug ... shows where)"
     return None
+
+
+def exit_on_user_error(run: Callable[[], object]) -> None:
+    """Call ``run()`` for an experiment script: an error in what the user gave it is one line
+    on stderr and exit 2, as ``valign`` does; any other error keeps its traceback."""
+    try:
+        run()
+    except Exception as exc:
+        line = error_line(exc)
+        if line is None:
+            raise
+        print(" ".join(line.split()), file=sys.stderr)
+        sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> int:
