@@ -24,7 +24,6 @@ against the SL-CAI model it was trained from. The seeds' numbers are combined in
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -184,11 +183,7 @@ def score_seed(
         raise RuntimeError("the cai run's population truth is not the regenerated one")
     on_s2 = pl.col("item_id").is_in(s2)
     models = model_folders(cai, oracle)
-    digests = {
-        hashlib.sha256((m[1] / "model.safetensors").read_bytes()).hexdigest()
-        for k, m in models.items()
-        if k != "rl_cai"
-    }
+    same_base = runs.same_weights([m[1] for k, m in models.items() if k != "rl_cai"])
     prefs = runs.score_models(
         models,
         biased.items.filter(on_s2),
@@ -216,7 +211,7 @@ def score_seed(
         "seed": seed,
         "s2_items": s2,
         "flipped_s2_items": flipped,
-        "base_models_identical": len(digests) == 1,
+        "base_models_identical": same_base,
         "rl_labels": labels.select("pair_id", "reward_a", "reward_b", "label").to_dicts(),
         "tables": tables,
         "preferences": prefs.with_columns(pl.lit(seed).alias("seed")),

@@ -12,7 +12,6 @@ experiment folder, beside the runner's ``runs.csv``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -118,10 +117,6 @@ def _score(
     models |= {
         n: (run[n] / "model", run[n] / "base_model", planned[n].config.loss.beta) for n in run
     }
-    digests = {
-        hashlib.sha256((run[n] / "base_model" / "model.safetensors").read_bytes()).hexdigest()
-        for n in run
-    }
     prefs = runs.score_models(
         models,
         biased.items,
@@ -130,7 +125,7 @@ def _score(
         max_length=base.data.max_length,
         batch_size=base.eval.batch_size,
     )
-    return prefs, len(digests) == 1
+    return prefs, runs.same_weights([run[n] / "base_model" for n in run])
 
 
 def _data_preferences(

@@ -96,6 +96,16 @@ def variant_overrides(cfg: Any) -> dict[str, list[str]]:
     }
 
 
+def same_weights(model_dirs: list[Path]) -> bool:
+    """Whether these model folders hold the same weights (``model.safetensors`` bytes): runs
+    compared against one base model must all have rebuilt that same model."""
+    from valign_ray.provenance import file_hash
+
+    return (
+        len({file_hash(Path(d) / "model.safetensors", key="base model") for d in model_dirs}) == 1
+    )
+
+
 def score_models(
     models: dict[str, tuple[Path, Path, float]],
     items: pl.DataFrame,

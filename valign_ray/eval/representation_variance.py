@@ -15,7 +15,6 @@ the table with its two kinds of interval, the plots and ``results.md``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -191,13 +190,7 @@ def score_runs(
             written = pl.read_parquet(r.config.run_dir / "survey" / "truth.parquet")
             if not written.equals(truth):
                 raise RuntimeError(f"{r.name}: population truth differs: check the seeds")
-    digests = {
-        hashlib.sha256(
-            (r.config.run_dir / "base_model" / "model.safetensors").read_bytes()
-        ).hexdigest()
-        for r in planned
-    }
-    if len(digests) != 1:
+    if not runs.same_weights([r.config.run_dir / "base_model" for r in planned]):
         raise RuntimeError("the runs' base models differ: the comparison would mix inits")
     first = planned[0].config.run_dir
     models = {"base": (first / "base_model", first / "base_model", base.loss.beta)}
