@@ -117,3 +117,34 @@ def kto_rows(tiny_model_dir: Path):
     rows = assign_kl_completions(rows.with_row_index("row_idx"), seed=0)
     model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
     return score_reference(model, tok, rows, get_method("kto").reference, max_length=48)
+
+
+@pytest.fixture(scope="session")
+def dpo_rows(tiny_model_dir: Path):
+    """DPO pairs of the same kind of survey as :func:`kto_rows` (one respondent's two ratings
+    of one prompt), with random weights and reference log-probs from ``tiny_model_dir``."""
+    import numpy as np
+    import polars as pl
+
+    from valign_ray.config import SyntheticConfig
+    from valign_ray.data.builders import build_dpo_pairs
+    from valign_ray.methods import get_method
+    from valign_ray.models import load_model, load_tokenizer
+    from valign_ray.survey.margins import load_margins
+    from valign_ray.survey.synthetic import generate_synthetic
+    from valign_ray.train.reference import score_reference
+
+    survey = generate_synthetic(
+        SyntheticConfig(n_sample=60, n_dimensions=2, items_per_dimension=2, seed=3),
+        load_margins(REPO / "data/margins/nz_2023.csv"),
+    )
+    rng = np.random.default_rng(0)
+    resp = survey.respondents.with_columns(
+        pl.Series("weight", rng.uniform(0.5, 2.0, survey.respondents.height))
+    )
+    pairs = build_dpo_pairs(
+        survey.answers, survey.items, survey.candidates, resp, group_column="age_band"
+    )
+    rows = pairs.head(64).with_row_index("row_idx")
+    model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    return score_reference(model, tok, rows, get_method("dpo").reference, max_length=96)

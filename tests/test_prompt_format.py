@@ -14,7 +14,7 @@ from valign_ray.eval.heldout import evaluate_pairs
 from valign_ray.eval.preferences import score_completions
 from valign_ray.methods import get_method
 from valign_ray.models import load_model, load_tokenizer
-from valign_ray.train.logprobs import encode_pair, format_prompt, prompt_format_id
+from valign_ray.train.logprobs import encode_pair, encode_pairs, format_prompt, prompt_format_id
 from valign_ray.train.reference import cache_key, score_reference
 
 # A small template in the shape of real ones: BOS written by the template (as Llama 3's), a
@@ -58,6 +58,30 @@ def test_encode_pair_tokenises_the_templated_prompt_with_one_bos(toks: tuple[Any
     assert enc.prompt_ids[0] == chat.bos_token_id
     assert enc.prompt_ids.count(chat.bos_token_id) == 1  # the template's, no second one
     assert enc.completion_ids == encode_pair(plain, PROMPT, " Yes.", max_length=96).completion_ids
+
+
+@pytest.mark.parametrize("max_length", [6, 12, 96])
+def test_encode_pairs_equals_tokenising_each_pair_by_hand(
+    toks: tuple[Any, Any], max_length: int
+) -> None:
+    """The batched, de-duplicated tokenisation against one tokenizer call per text and the
+    truncation rule written out: completion + EOS kept (to max_length - 1), prompt cut from
+    the left; repeated prompts and completions, as survey rows have them."""
+    prompts = [PROMPT, "Q:", PROMPT, "Question: Should the council sell the harbour?", "Q:"]
+    completions = [" Yes.", " No, keep costs low for families.", " Yes.", " No.", " Yes."]
+    for tok in toks:
+        got = encode_pairs(tok, prompts, completions, max_length=max_length)
+        for enc, p, c in zip(got, prompts, completions, strict=True):
+            p_ids = tok(format_prompt(tok, p), add_special_tokens=False)["input_ids"]
+            c_ids = (tok(c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])[
+                : max_length - 1
+            ]
+            room = max_length - len(c_ids)
+            assert enc.completion_ids == c_ids
+            assert enc.prompt_ids == list(p_ids[-room:])
+            assert enc.length <= max_length
+    with pytest.raises(ValueError, match="2 prompts but 1 completions"):
+        encode_pairs(toks[0], ["a", "b"], ["c"], max_length=8)
 
 
 def test_cache_key_follows_the_template(toks: tuple[Any, Any], chat_model_dir: Path) -> None:

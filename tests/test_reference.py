@@ -9,7 +9,12 @@ import torch
 from valign_ray.methods import get_method
 from valign_ray.models import load_model, load_tokenizer
 from valign_ray.train.logprobs import collate, completion_logps, encode_pair
-from valign_ray.train.reference import cache_key, frame_fingerprint, score_reference
+from valign_ray.train.reference import (
+    cache_key,
+    frame_fingerprint,
+    score_reference,
+    token_batches,
+)
 
 
 def test_batched_scores_equal_one_row_at_a_time(tiny_model_dir) -> None:
@@ -22,7 +27,7 @@ def test_batched_scores_equal_one_row_at_a_time(tiny_model_dir) -> None:
         }
     )
     scored = score_reference(
-        model, tok, rows, get_method("kto").reference, max_length=48, batch_size=4
+        model, tok, rows, get_method("kto").reference, max_length=48, batch_tokens=64
     )
     for i, r in enumerate(rows.iter_rows(named=True)):
         for comp, col in (("completion", "ref_logp"), ("kl_completion", "ref_kl_logp")):
@@ -30,6 +35,19 @@ def test_batched_scores_equal_one_row_at_a_time(tiny_model_dir) -> None:
             with torch.no_grad():
                 alone, _ = completion_logps(model, collate([enc], tok.pad_token_id))
             assert scored[col][i] == pytest.approx(float(alone[0]), abs=1e-4), (i, col)
+
+
+def test_token_batches_sort_by_length_and_bound_padded_tokens() -> None:
+    lengths = [5, 30, 10, 10, 40, 6]
+    # sorted: 0 (5), 5 (6), 2 (10), 3 (10), 1 (30), 4 (40); budget 30 padded tokens
+    assert token_batches(lengths, 30) == [[0, 5, 2], [3], [1], [4]]
+    assert token_batches(lengths, 1000) == [[0, 5, 2, 3, 1, 4]]
+    assert token_batches(lengths, 1) == [[0], [5], [2], [3], [1], [4]]  # over budget: alone
+    assert token_batches([], 30) == []
+    for budget in (12, 20, 45, 80):
+        batches = token_batches(lengths, budget)
+        assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+        assert all(len(b) == 1 or len(b) * max(lengths[i] for i in b) <= budget for b in batches)
 
 
 def test_cache_key_tracks_texts_and_settings_only() -> None:
@@ -41,3 +59,5 @@ def test_cache_key_tracks_texts_and_settings_only() -> None:
     assert key != cache_key("m", fp, "kto", 128, prompt_format="plain")
     assert key != cache_key("m2", fp, "kto", 96, prompt_format="plain")
     assert key != cache_key("m", fp, "kto", 96, prompt_format="chat-0123")
+    assert key == cache_key("m", fp, "kto", 96, prompt_format="plain", dtype="float32")
+    assert key != cache_key("m", fp, "kto", 96, prompt_format="plain", dtype="bfloat16")

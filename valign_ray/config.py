@@ -197,6 +197,9 @@ class TrainConfig:
     # > 0: rows of similar length share an optimizer step, sorted within windows of this many
     # steps (less padding at any grad_accum; less random batches); 0: uniform batches.
     bucket_steps: Int = Field(0, ge=0)
+    # Pack each micro-batch's sequences end to end into rows of data.max_length tokens
+    # (position ids restart per sequence, no token attends across): no padding between them.
+    packing: Bool = False
     checkpoint_every: Int = Field(0, ge=0)  # optimizer steps between checkpoints; 0: final only
     # Steps between metric reports to Ray Train (W&B and metrics.jsonl get every step): the
     # Train V2 controller takes one report per worker per poll, so per-step reports stall.

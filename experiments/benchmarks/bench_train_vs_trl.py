@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -151,6 +152,25 @@ def _steady(
     }
 
 
+def _reference_padding(tok: Any, rows: Any, method: Any, max_length: int) -> float:
+    """Padding share of the reference scoring batches (score_reference's length-sorted token
+    batches at the CPU budget)."""
+    from valign_ray.train.logprobs import encode_pairs
+    from valign_ray.train.reference import BATCH_TOKENS, token_batches
+
+    real = padded = 0
+    for comp, _ in method.reference:
+        enc = encode_pairs(
+            tok, rows["prompt"].to_list(), rows[comp].to_list(), max_length=max_length
+        )
+        lens = [e.length for e in enc]
+        real += sum(lens)
+        padded += sum(
+            len(b) * max(lens[i] for i in b) for b in token_batches(lens, BATCH_TOKENS["cpu"])
+        )
+    return 1 - real / padded
+
+
 def worker_ours(work: Path, args: argparse.Namespace) -> dict:
     import torch
     import torch.distributed as dist
@@ -160,7 +180,6 @@ def worker_ours(work: Path, args: argparse.Namespace) -> dict:
     from valign_ray.models import load_model, load_tokenizer
     from valign_ray.train import worker
     from valign_ray.train.context import LocalContext
-    from valign_ray.train.logprobs import encode_pair
     from valign_ray.train.reference import score_reference
 
     with socket.socket() as s:
@@ -174,28 +193,19 @@ def worker_ours(work: Path, args: argparse.Namespace) -> dict:
     ref, tok = load_model(model_dir), load_tokenizer(model_dir)  # TRL loads a reference too
     t0 = _clock()
     method = get_method(args.loss)
-    rows = score_reference(
-        ref, tok, rows, method.reference, max_length=args.max_length, batch_size=32
-    )
+    rows = score_reference(ref, tok, rows, method.reference, max_length=args.max_length)
     ref_seconds, ref_cpu = (b - a for a, b in zip(t0, _clock(), strict=True))
     del ref
-    # Padding of the reference batches (32 rows in row order, each padded to its longest).
-    real = padded = 0
-    for comp, _ in method.reference:
-        lens = [encode_pair(tok, p, c, max_length=args.max_length).length
-                for p, c in zip(rows["prompt"], rows[comp], strict=True)]  # fmt: skip
-        real += sum(lens)
-        padded += sum(
-            len(lens[i : i + 32]) * max(lens[i : i + 32]) for i in range(0, len(lens), 32)
-        )
+    ref_padding = _reference_padding(tok, rows, method, args.max_length)
     overrides = (
         f"train.num_workers=1 train.zero_stage={args.zero_stage} train.epochs=1 "
         f"train.batch_size={args.batch_size} train.max_steps={args.steps} train.lr={LR} "
         f"train.seed={args.seed} loss.name={args.loss} data.max_length={args.max_length} "
         f"wandb.enabled=false model.path={model_dir} train.bucket_steps={args.bucket_steps}"
+        f" train.packing={str(args.packing).lower()}"
     )
     cfg = load_config(ROOT / "configs/quickstart.yaml", overrides.split())
-    metrics = work / f"ours-{args.loss}-b{args.bucket_steps}.jsonl"
+    metrics = work / f"ours-{args.loss}-b{args.bucket_steps}-p{int(args.packing)}.jsonl"
     metrics.unlink(missing_ok=True)
     # Clock the end of every step, as TRL's on_step_end: the loop reduces its metrics once per
     # step, right after the optimizer step.
@@ -227,7 +237,7 @@ def worker_ours(work: Path, args: argparse.Namespace) -> dict:
         **out,
         "ref_seconds": ref_seconds,
         "ref_cpu_seconds": ref_cpu,
-        "ref_padding": 1 - real / padded,
+        "ref_padding": ref_padding,
         "rows": rows.height,
         "threads": torch.get_num_threads(),
     }
@@ -288,13 +298,15 @@ def worker_trl(work: Path, args: argparse.Namespace) -> dict:
 
 
 def _run_worker(side: str, loss: str, work: Path, args: argparse.Namespace) -> dict:
-    out = work / f"{side}-{loss}-b{args.bucket_steps}.json"
+    out = work / f"{side}-{loss}-b{args.bucket_steps}-p{int(args.packing)}.json"
     cmd = [sys.executable, __file__, "--worker", side, "--loss", loss, "--work", str(work)]
     flags = ("steps", "batch_size", "max_length", "threads", "zero_stage", "warmup", "seed")
     for flag in (*flags, "bucket_steps"):
         cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     if args.quick:
         cmd.append("--quick")
+    if args.packing:
+        cmd.append("--packing")
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
         cmd += ["--profile", str(Path(args.profile).resolve())]
@@ -322,6 +334,7 @@ def main() -> None:
     ap.add_argument("--losses", default="kto,dpo")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bucket-steps", type=int, default=10, help="ours: train.bucket_steps")
+    ap.add_argument("--packing", action="store_true", help="ours: train.packing")
     ap.add_argument("--quick", action="store_true", help="a 0.6 M-parameter model: smoke run")
     ap.add_argument("--profile", help="folder: write a cProfile (CPU time) of each side there")
     ap.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
@@ -344,7 +357,8 @@ def main() -> None:
             prof.dump_stats(Path(args.profile) / f"{args.worker}-{args.loss}.prof")
         else:
             result = fn(Path(args.work), args)
-        out = Path(args.work) / f"{args.worker}-{args.loss}-b{args.bucket_steps}.json"
+        tag = f"b{args.bucket_steps}-p{int(args.packing)}"
+        out = Path(args.work) / f"{args.worker}-{args.loss}-{tag}.json"
         out.write_text(json.dumps(result))
         return
     start = time.perf_counter()
@@ -356,7 +370,8 @@ def main() -> None:
             f"{info['source']}, {args.steps * args.batch_size} rows, mean length "
             f"{info['mean_len']:.0f} tokens ({info['capped']:.0%} capped at {args.max_length}); "
             f"batch {args.batch_size}, {args.steps} steps ({args.warmup} warm-up), "
-            f"{args.threads} threads, ours ZeRO-{args.zero_stage}",
+            f"{args.threads} threads, ours ZeRO-{args.zero_stage}"
+            + (", packing" if args.packing else ""),
             flush=True,
         )
         for loss in args.losses.split(","):

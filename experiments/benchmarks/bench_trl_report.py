@@ -36,7 +36,8 @@ def report(loss: str, ours: dict, trl: dict, batch: int) -> None:
             f"vs TRL {e_t:.1f} s, break-even {even}"
         )
     print(f"  reference cache (one-time; later runs and Tune trials reuse it; padding "
-          f"{ours['ref_padding']:.0%} in its batches of 32): " + "; ".join(lines))  # fmt: skip
+          f"{ours['ref_padding']:.0%} in its length-sorted batches): "
+          + "; ".join(lines))  # fmt: skip
 
 
 def report_unbucketed(plain: dict, trl: dict, batch: int) -> None:

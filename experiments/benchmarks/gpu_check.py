@@ -100,7 +100,7 @@ def build_inputs(work: Path, args: argparse.Namespace):
     model = model.to(args.device)
     rows = score_reference(
         model, load_tokenizer(model_dir), rows, get_method("kto").reference,
-        max_length=args.seq_len, batch_size=args.batch,
+        max_length=args.seq_len, batch_tokens=args.batch * args.seq_len,
     )  # fmt: skip
     del model
     return model_dir, rows

@@ -275,7 +275,8 @@ def implicit_reward_labels(
         {"prompt": pairs["question"], "a": pairs["response_a"], "b": pairs["response_b"]}
     )
     cols = [("a", "logp_a"), ("b", "logp_b")]
-    kw = dict(max_length=max_length, batch_size=batch_size)
+    # batch_size rows at full length: the same memory bound as the choice labels' batches.
+    kw = dict(max_length=max_length, batch_tokens=batch_size * max_length)
     pol = score_reference(policy, tokenizer, rows, cols, **kw)
     ref = score_reference(reference, tokenizer, rows, cols, **kw)
     reward_a = pol["logp_a"] - ref["logp_a"]

@@ -6,6 +6,7 @@ and streams Parquet in and out.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,18 +57,27 @@ class _ReferenceScorer:
     """A Ray Data actor: loads the reference model once, scores many batches."""
 
     def __init__(
-        self, model_path: str, columns: Sequence[tuple[str, str]], max_length: int
+        self,
+        model_path: str,
+        columns: Sequence[tuple[str, str]],
+        max_length: int,
+        device: str = "cpu",
+        dtype: str = "float32",
     ) -> None:
         from valign_ray.models import load_model, load_tokenizer
 
-        self.model = load_model(model_path)
+        self.model = load_model(model_path, dtype=dtype).to(device)
         self.tokenizer = load_tokenizer(model_path)
         self.columns, self.max_length = columns, max_length
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = pl.from_arrow(batch)
         return score_reference(
-            self.model, self.tokenizer, rows, self.columns, max_length=self.max_length
+            self.model,
+            self.tokenizer,
+            rows,
+            self.columns,
+            max_length=self.max_length,
         ).to_arrow()
 
 
@@ -78,19 +88,53 @@ def score_reference_ray(
     *,
     max_length: int,
     concurrency: int = 1,
+    use_gpu: bool = False,
+    dtype: str = "float32",
 ) -> pl.DataFrame:
     """Reference log-probs for every row by Ray Data batch inference, in ``row_idx`` order:
-    ``columns`` holds (completion column, output column) pairs scored after ``prompt``."""
-    ds = ray.data.from_arrow(rows.to_arrow()).map_batches(
+    ``columns`` holds (completion column, output column) pairs scored after ``prompt``.
+
+    ``concurrency`` actors each load the model once: one GPU each with ``use_gpu``, else one
+    CPU each (torch in a Ray worker uses as many threads as the CPUs it was given), capped at
+    what the cluster has so that a smaller machine still finishes rather than waits.
+    """
+    resource = "GPU" if use_gpu else "CPU"
+    size = max(1, min(concurrency, int(ray.cluster_resources().get(resource, 1))))
+    table = rows.to_arrow()
+    # Several blocks per actor, so every actor gets work (one block would feed one actor).
+    per_block = max(64, -(-rows.height // (4 * size)))
+    blocks = [table.slice(i, per_block) for i in range(0, max(rows.height, 1), per_block)]
+    with warnings.catch_warnings():
+        # max_restarts has no named parameter in map_batches yet; the route it takes warns.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
+        ds = _scoring_dataset(blocks, model_path, columns, max_length, size, use_gpu, dtype)
+    scored = pl.from_arrow(pa.concat_tables(list(ds.iter_batches(batch_format="pyarrow"))))
+    return scored.sort("row_idx")
+
+
+def _scoring_dataset(
+    blocks: list[pa.Table],
+    model_path: str,
+    columns: Sequence[tuple[str, str]],
+    max_length: int,
+    size: int,
+    use_gpu: bool,
+    dtype: str,
+) -> Any:
+    return ray.data.from_arrow(blocks).map_batches(
         _ReferenceScorer,
         fn_constructor_kwargs={
             "model_path": model_path,
             "columns": list(columns),
             "max_length": max_length,
+            "device": "cuda" if use_gpu else "cpu",
+            "dtype": dtype,
         },
         batch_format="pyarrow",
-        batch_size=512,
-        compute=ray.data.ActorPoolStrategy(size=concurrency),
+        batch_size=None,  # one block at a time
+        num_gpus=1 if use_gpu else 0,
+        # A failed scorer fails the stage; with restarts Ray logs an error about the actor's
+        # constructor arguments on every run.
+        max_restarts=0,
+        compute=ray.data.ActorPoolStrategy(size=size),
     )
-    scored = pl.from_arrow(pa.concat_tables(list(ds.iter_batches(batch_format="pyarrow"))))
-    return scored.sort("row_idx")

@@ -1,7 +1,7 @@
 """The model's preferences, read off its log-probabilities: scored completions, pairwise
 preference probabilities and Likert answer distributions (OpinionQA style).
 
-Scoring uses the training tokenisation (:func:`valign_ray.train.logprobs.encode_pair`: prompt
+Scoring uses the training tokenisation (:func:`valign_ray.train.logprobs.encode_pairs`: prompt
 and completion tokenised separately, EOS appended), so evaluation measures the same quantity
 the KTO/DPO losses moved. torch is imported inside functions to keep ``import valign_ray`` light.
 """
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from valign_ray.train.logprobs import collate, completion_logps, encode_pair
+from valign_ray.train.logprobs import collate, completion_logps, encode_pairs
 
 # The prompt shown for each statement; each option is scored as the completion " " + option.
 # The leading space matches how answers follow "Answer:" in running text, and EOS after the
@@ -62,10 +62,7 @@ def score_completions(
         )
     if tokenizer.pad_token_id is None:
         raise ValueError("tokenizer has no pad token; load it with models.load_tokenizer")
-    encoded = [
-        encode_pair(tokenizer, p, c, max_length=max_length, add_eos=add_eos)
-        for p, c in zip(prompts, completions, strict=True)
-    ]
+    encoded = encode_pairs(tokenizer, prompts, completions, max_length=max_length, add_eos=add_eos)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -46,7 +46,7 @@ def step(inp: StepInputs, params: DPOParams) -> StepOutput:
     rows, n = inp.rows, len(inp.enc["chosen"])
     # Chosen and rejected in one forward pass.
     logps, _, real, padded = policy_logps(
-        inp.model, [*inp.enc["chosen"], *inp.enc["rejected"]], inp.pad_id
+        inp.model, [*inp.enc["chosen"], *inp.enc["rejected"]], inp.pad_id, pack_width=inp.pack_width
     )
     smoothing: Any = params.label_smoothing
     if params.soft_labels:

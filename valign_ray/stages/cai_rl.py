@@ -125,6 +125,7 @@ def _training_rows(cfg: PipelineConfig, labelled: pl.DataFrame, sl_model: Any) -
     """DPO or KTO rows with the SL-CAI model's reference log-probs (Ray Data actors)."""
     from valign_ray.cai.rl import dpo_rows, kto_rows
     from valign_ray.distributed.data import score_reference_ray
+    from valign_ray.train.reference import reference_scoring
 
     if cfg.cai.rl_loss == "dpo":
         rows = dpo_rows(labelled)
@@ -132,7 +133,11 @@ def _training_rows(cfg: PipelineConfig, labelled: pl.DataFrame, sl_model: Any) -
         rows = kto_rows(labelled, seed=cfg.cai.sampling.seed)
     method = get_method(cfg.cai.rl_loss)
     scored = score_reference_ray(
-        rows, str(sl_model.resolve()), method.reference, max_length=cfg.data.max_length
+        rows,
+        str(sl_model.resolve()),
+        method.reference,
+        max_length=cfg.data.max_length,
+        **reference_scoring(cfg),
     )
     return rows.hstack(scored.select(method.reference_columns))
 

@@ -134,7 +134,12 @@ def reference_key(ctx: StageContext, rows: pl.DataFrame) -> str:
     entry."""
     from valign_ray.models import load_tokenizer
     from valign_ray.train.logprobs import prompt_format_id
-    from valign_ray.train.reference import cache_key, frame_fingerprint, model_fingerprint
+    from valign_ray.train.reference import (
+        cache_key,
+        frame_fingerprint,
+        model_fingerprint,
+        reference_dtype,
+    )
 
     method = get_method(ctx.cfg.loss.name)
     texts = sorted({"prompt", *(c for c, _ in method.reference)})
@@ -144,6 +149,7 @@ def reference_key(ctx: StageContext, rows: pl.DataFrame) -> str:
         method.name,
         ctx.cfg.data.max_length,
         prompt_format=prompt_format_id(load_tokenizer(base_model_path(ctx))),
+        dtype=reference_dtype(ctx.cfg),
     )
 
 
@@ -151,6 +157,7 @@ def run_reference(ctx: StageContext) -> ReferenceResult:
     """Reference log-probs by Ray Data batch inference, cached by (model, texts, tokenisation)."""
     from valign_ray.distributed.data import score_reference_ray
     from valign_ray.distributed.session import init_ray
+    from valign_ray.train.reference import reference_scoring
 
     method = get_method(ctx.cfg.loss.name)
     if not method.reference:
@@ -166,6 +173,7 @@ def run_reference(ctx: StageContext) -> ReferenceResult:
             str(base_model_path(ctx)),
             method.reference,
             max_length=ctx.cfg.data.max_length,
+            **reference_scoring(ctx.cfg),
         )
         write_parquet_atomic(scored.select(method.reference_columns), path)
     print(f"reference cache {'hit' if hit else 'miss (computed)'}: {path.name}", flush=True)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from valign_ray.train.logprobs import Encoded, collate, completion_logps
+from valign_ray.train.packing import collate_packed
 
 if TYPE_CHECKING:
     import torch
@@ -20,12 +21,18 @@ if TYPE_CHECKING:
     from valign_ray.methods.base import Method, StepInputs
 
 
-def policy_logps(model: Any, enc: Sequence[Encoded], pad_id: int) -> tuple[Any, Any, int, int]:
-    """Summed completion log-probs, completion token counts, real and padded token counts."""
-    batch = collate(enc, pad_id)
+def policy_logps(
+    model: Any, enc: Sequence[Encoded], pad_id: int, *, pack_width: int = 0
+) -> tuple[Any, Any, int, int]:
+    """Summed completion log-probs, completion token counts, real and padded token counts.
+    ``pack_width`` > 0 packs the sequences into rows of that many tokens
+    (:mod:`valign_ray.train.packing`, ``train.packing``); 0 right-pads them."""
+    if pack_width:
+        batch = collate_packed(enc, pad_id, pack_width)
+    else:
+        batch = collate(enc, pad_id)
     logps, counts = completion_logps(model, batch)
-    real = int(batch["attention_mask"].sum())
-    return logps, counts, real, batch["input_ids"].numel()
+    return logps, counts, sum(e.length for e in enc), batch["input_ids"].numel()
 
 
 def group_rewards(rewards: torch.Tensor, rows: dict[str, Any]) -> dict[str, torch.Tensor]:

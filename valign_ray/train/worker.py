@@ -33,7 +33,7 @@ from valign_ray.train.checkpoints import (
 )
 from valign_ray.train.context import TrainContext
 from valign_ray.train.export import HF_EXPORT
-from valign_ray.train.logprobs import encode_pair
+from valign_ray.train.logprobs import encode_pairs
 from valign_ray.train.progress import EtaClock, progress_every, progress_line
 from valign_ray.train.step import micro_step
 from valign_ray.train.tracking import start_wandb
@@ -78,6 +78,7 @@ class _Loop:
     start_step: int
     resumed: bool
     weighted: bool  # false: every row weighs 1 in the loss (the unweighted ablation)
+    pack_width: int = 0  # train.packing: micro-batches packed into rows of data.max_length
     grad_norm: float | None = None  # this step's, where DeepSpeed keeps none (fp32 ZeRO-0)
 
 
@@ -177,10 +178,7 @@ def _setup(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> _Loop:
     tokenizer = load_tokenizer(job.model_path)
     prompts = rows["prompt"].to_list()
     enc = {
-        key: [
-            encode_pair(tokenizer, p, c, max_length=cfg.data.max_length)
-            for p, c in zip(prompts, rows[col].to_list(), strict=True)
-        ]
+        key: encode_pairs(tokenizer, prompts, rows[col].to_list(), max_length=cfg.data.max_length)
         for key, col in method.sequences.items()
     }
     plan = BatchPlan(
@@ -218,6 +216,7 @@ def _setup(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> _Loop:
         start,
         resumed=resume is not None,
         weighted=tcfg.weighted,
+        pack_width=cfg.data.max_length if tcfg.packing else 0,
     )
 
 
@@ -311,6 +310,7 @@ def _accumulate(
             ctx=ctx,
             weight_total=weight_total,
             pad_id=loop.tokenizer.pad_token_id,
+            pack_width=loop.pack_width,
         )
         loss, metrics = micro_step(loop.method, loop.params, inputs)
         # DeepSpeed averages gradients over workers and accumulation steps; the loss is
