@@ -22,7 +22,9 @@ def _module():
 
 def test_cpu_smoke_runs_every_setup(local_process_group, tmp_path, capsys) -> None:
     gpu_check = _module()
-    argv = ["--device", "cpu", "--tiny", "--seq-len", "32", "--batch", "4", "--steps", "3"]
+    argv = ["--device", "cpu", "--tiny", "--seq-len", "32", "--batch", "4", "--steps", "3",
+            "--setups", "zero0,zero2,zero3,lora"]  # fmt: skip
+    # (zero0_compile: train.compile through the same loop in test_train_options.py)
     rc = gpu_check.main([*argv, "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o")])
     out = capsys.readouterr().out
     assert rc == 0, out
@@ -31,7 +33,7 @@ def test_cpu_smoke_runs_every_setup(local_process_group, tmp_path, capsys) -> No
     for r in results:
         assert len(r["losses"]) == 3 and r["tokens_per_s"] > 0
         assert r["padding"] == 0.0  # every sequence fills max_length
-    assert "ZeRO-2/3 follow ZeRO-0 within 1e-2: yes" in out
+    assert "ZeRO-2/3 and compiled ZeRO-0 follow ZeRO-0 within 1e-2: yes" in out
     assert "| zero3 |" in out
 
 
@@ -42,8 +44,9 @@ def test_comparison_flags_a_stage_that_drifts() -> None:
         {"setup": "zero2", "losses": [0.5, 0.4039]},  # 0.98 % off: within 1e-2
         {"setup": "zero3", "losses": [0.5, 0.41]},  # 2.5 % off
         {"setup": "lora", "losses": [0.9, 0.1]},  # other parameters: not compared
+        {"setup": "zero0_compile", "losses": [0.5, 0.3]},  # 25 % off
     ]
-    assert gpu_check.compare(results) == ["zero3"]
+    assert gpu_check.compare(results) == ["zero3", "zero0_compile"]
     assert abs(results[1]["max_rel_diff_vs_zero0"] - 0.0039 / 0.4) < 1e-12
 
 

@@ -19,7 +19,7 @@ from valign_ray.train.logprobs import (
     encode_pairs,
     full_completion_logps,
 )
-from valign_ray.train.packing import collate_packed, pack_rows
+from valign_ray.train.packing import balanced_rows, collate_packed, pack_rows
 
 PAIRS = [
     ("Question: Should the council fund the library?\nAnswer:", " Yes, protect the native bush."),
@@ -37,6 +37,14 @@ def test_pack_rows_first_fit_longest_first() -> None:
     assert pack_rows([3, 7, 5, 2, 4], 10) == [[0, 1], [2, 4], [3]]
     assert pack_rows([12, 3], 10) == [[0], [1]]
     assert pack_rows([], 10) == []
+
+
+def test_balanced_rows_fewest_rows_at_the_narrowest_width() -> None:
+    # FFD at 10 needs 3 rows; 21 tokens in 3 rows need width >= 7, and FFD at 7 fits:
+    # 7 | 5 + 2 | 4 + 3, no padding (FFD at 10 would leave rows of 10, 9 and 2: 30 wide).
+    assert balanced_rows([3, 7, 5, 2, 4], 10) == [[1], [2, 3], [0, 4]]
+    assert balanced_rows([12, 3], 10) == [[0], [1]]  # over the width: alone, width 12
+    assert balanced_rows([], 10) == []
 
 
 def test_collate_packed_layout() -> None:

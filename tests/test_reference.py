@@ -61,3 +61,46 @@ def test_cache_key_tracks_texts_and_settings_only() -> None:
     assert key != cache_key("m", fp, "kto", 96, prompt_format="chat-0123")
     assert key == cache_key("m", fp, "kto", 96, prompt_format="plain", dtype="float32")
     assert key != cache_key("m", fp, "kto", 96, prompt_format="plain", dtype="bfloat16")
+
+
+def test_reference_scoring_follows_the_training_setup() -> None:
+    from pathlib import Path
+
+    from valign_ray.config import load_config
+    from valign_ray.train.reference import reference_scoring
+
+    quickstart = Path(__file__).resolve().parents[1] / "configs/quickstart.yaml"
+
+    def plan(*overrides: str) -> dict:
+        return reference_scoring(load_config(quickstart, list(overrides)))
+
+    assert plan() == {"concurrency": 2, "gpus_per_actor": 0, "dtype": "float32"}
+    gpu = ["train.num_workers=4", "train.use_gpu=true", "train.precision=bf16"]
+    assert plan(*gpu) == {"concurrency": 4, "gpus_per_actor": 1, "dtype": "bfloat16"}
+    assert plan(*gpu, "train.reference_gpus=2") == {
+        "concurrency": 2,
+        "gpus_per_actor": 2,
+        "dtype": "bfloat16",
+    }
+    # reference_gpus only means something on GPUs
+    assert plan("train.reference_gpus=2")["gpus_per_actor"] == 0
+
+
+def test_a_model_split_over_devices_scores_as_one(tiny_model_dir) -> None:
+    """The scoring actor's multi-GPU path (``device_map="auto"``) on a machine without GPUs
+    (everything lands on the CPU): the same scores as the one-device path."""
+    from valign_ray.distributed.data import _ReferenceScorer
+
+    rows = pl.DataFrame(
+        {
+            "prompt": ["Question: Should the council protect the bush?\nAnswer:", "Q:"],
+            "completion": [" Yes.", " No, keep costs low for families."],
+            "kl_completion": [" No.", " Yes."],
+        }
+    )
+    cols = get_method("kto").reference
+    split = _ReferenceScorer(str(tiny_model_dir), cols, 48, gpus=2)
+    one = _ReferenceScorer(str(tiny_model_dir), cols, 48, gpus=0)
+    a, b = (pl.from_arrow(s(rows.to_arrow())) for s in (split, one))
+    assert a["ref_logp"].to_list() == pytest.approx(b["ref_logp"].to_list(), abs=1e-6)
+    assert a["ref_kl_logp"].to_list() == pytest.approx(b["ref_kl_logp"].to_list(), abs=1e-6)

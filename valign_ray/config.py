@@ -197,9 +197,15 @@ class TrainConfig:
     # > 0: rows of similar length share an optimizer step, sorted within windows of this many
     # steps (less padding at any grad_accum; less random batches); 0: uniform batches.
     bucket_steps: Int = Field(0, ge=0)
-    # Pack each micro-batch's sequences end to end into rows of data.max_length tokens
-    # (position ids restart per sequence, no token attends across): no padding between them.
+    # Pack each micro-batch's sequences end to end into rows of up to 2 x data.max_length
+    # tokens (position ids restart per sequence, no token attends across): little padding.
     packing: Bool = False
+    # torch.compile each decoder block (regional: one graph for all blocks, compiled once per
+    # worker). Off by default: on CPU it costs ~50 s and gains nothing (benchmarks README).
+    compile: Bool = False
+    # GPUs per reference-scoring actor (with use_gpu): more than one splits a model too large
+    # for one GPU across them (device_map auto), e.g. 2 for a 32 B model in bf16 on 48 GB GPUs.
+    reference_gpus: Int = Field(1, ge=1)
     checkpoint_every: Int = Field(0, ge=0)  # optimizer steps between checkpoints; 0: final only
     # Steps between metric reports to Ray Train (W&B and metrics.jsonl get every step): the
     # Train V2 controller takes one report per worker per poll, so per-step reports stall.

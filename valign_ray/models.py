@@ -63,16 +63,21 @@ def check_model_folder(path: str | Path) -> None:
         )
 
 
-def load_model(path: str | Path, *, dtype: str = "float32") -> Any:
+def load_model(path: str | Path, *, dtype: str = "float32", device_map: str | None = None) -> Any:
     """Causal LM from a local folder (a full model, or a base model saved with a LoRA merge);
-    weights load from safetensors only (see :func:`check_model_folder`)."""
+    weights load from safetensors only (see :func:`check_model_folder`). ``device_map="auto"``
+    spreads the layers over the visible GPUs (a model too large for one; inference only)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     check_model_folder(path)
     try:
         return AutoModelForCausalLM.from_pretrained(
-            str(path), local_files_only=True, dtype=getattr(torch, dtype), use_safetensors=True
+            str(path),
+            local_files_only=True,
+            dtype=getattr(torch, dtype),
+            use_safetensors=True,
+            **({"device_map": device_map} if device_map else {}),
         )
     except (OSError, ValueError) as exc:  # e.g. a config that is not a causal LM's
         raise InputError(

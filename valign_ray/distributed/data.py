@@ -61,12 +61,15 @@ class _ReferenceScorer:
         model_path: str,
         columns: Sequence[tuple[str, str]],
         max_length: int,
-        device: str = "cpu",
+        gpus: int = 0,
         dtype: str = "float32",
     ) -> None:
         from valign_ray.models import load_model, load_tokenizer
 
-        self.model = load_model(model_path, dtype=dtype).to(device)
+        if gpus > 1:  # too large for one GPU: its layers spread over this actor's GPUs
+            self.model = load_model(model_path, dtype=dtype, device_map="auto")
+        else:
+            self.model = load_model(model_path, dtype=dtype).to("cuda" if gpus else "cpu")
         self.tokenizer = load_tokenizer(model_path)
         self.columns, self.max_length = columns, max_length
 
@@ -88,18 +91,19 @@ def score_reference_ray(
     *,
     max_length: int,
     concurrency: int = 1,
-    use_gpu: bool = False,
+    gpus_per_actor: int = 0,
     dtype: str = "float32",
 ) -> pl.DataFrame:
     """Reference log-probs for every row by Ray Data batch inference, in ``row_idx`` order:
     ``columns`` holds (completion column, output column) pairs scored after ``prompt``.
 
-    ``concurrency`` actors each load the model once: one GPU each with ``use_gpu``, else one
-    CPU each (torch in a Ray worker uses as many threads as the CPUs it was given), capped at
-    what the cluster has so that a smaller machine still finishes rather than waits.
+    ``concurrency`` actors each load the model once: on ``gpus_per_actor`` GPUs each (more
+    than one: the model split across them), or with 0 on one CPU each (torch in a Ray worker
+    uses as many threads as the CPUs it was given); capped at what the cluster has, so that a
+    smaller machine still finishes rather than waits.
     """
-    resource = "GPU" if use_gpu else "CPU"
-    size = max(1, min(concurrency, int(ray.cluster_resources().get(resource, 1))))
+    have = ray.cluster_resources().get("GPU" if gpus_per_actor else "CPU", 1)
+    size = max(1, min(concurrency, int(have // max(gpus_per_actor, 1))))
     table = rows.to_arrow()
     # Several blocks per actor, so every actor gets work (one block would feed one actor).
     per_block = max(64, -(-rows.height // (4 * size)))
@@ -107,7 +111,7 @@ def score_reference_ray(
     with warnings.catch_warnings():
         # max_restarts has no named parameter in map_batches yet; the route it takes warns.
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
-        ds = _scoring_dataset(blocks, model_path, columns, max_length, size, use_gpu, dtype)
+        ds = _scoring_dataset(blocks, model_path, columns, max_length, size, gpus_per_actor, dtype)
     scored = pl.from_arrow(pa.concat_tables(list(ds.iter_batches(batch_format="pyarrow"))))
     return scored.sort("row_idx")
 
@@ -118,7 +122,7 @@ def _scoring_dataset(
     columns: Sequence[tuple[str, str]],
     max_length: int,
     size: int,
-    use_gpu: bool,
+    gpus: int,
     dtype: str,
 ) -> Any:
     return ray.data.from_arrow(blocks).map_batches(
@@ -127,12 +131,12 @@ def _scoring_dataset(
             "model_path": model_path,
             "columns": list(columns),
             "max_length": max_length,
-            "device": "cuda" if use_gpu else "cpu",
+            "gpus": gpus,
             "dtype": dtype,
         },
         batch_format="pyarrow",
         batch_size=None,  # one block at a time
-        num_gpus=1 if use_gpu else 0,
+        num_gpus=gpus,
         # A failed scorer fails the stage; with restarts Ray logs an error about the actor's
         # constructor arguments on every run.
         max_restarts=0,

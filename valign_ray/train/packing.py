@@ -1,11 +1,15 @@
 """Sequence packing: a micro-batch's sequences laid end to end in a few rows, no padding between.
 
 A padded batch is as wide as its longest sequence; packed, several short sequences share a row
-of ``width`` tokens and only each row's tail is padding. Each sequence restarts its
-``position_ids`` at 0 and the batch carries no ``attention_mask``: transformers then builds a
-block-diagonal causal mask from the position restarts (``find_packed_sequence_indices``; on GPU
-flash-attention takes the same hint as variable-length sequences), so no token attends across
-a boundary and every sequence scores as it would alone.
+and only each row's tail is padding. The loop packs each micro-batch into rows of up to twice
+``data.max_length``, as few as fit and as narrow as that allows (measured on HH-RLHF at batch
+8: 4 % padding, against 37 % padded and 14 % packed into rows of ``max_length``).
+
+Each sequence restarts its ``position_ids`` at 0 and the batch carries no ``attention_mask``:
+transformers then builds a block-diagonal causal mask from the position restarts
+(``find_packed_sequence_indices``; on GPU flash-attention takes the same hint as
+variable-length sequences), so no token attends across a boundary and every sequence scores as
+it would alone.
 
 Boundaries are never scored: the position before a sequence's first token belongs to the
 previous sequence, but every sequence starts with at least one prompt token and only completion
@@ -42,8 +46,25 @@ def pack_rows(lengths: Sequence[int], width: int) -> list[list[int]]:
     return [sorted(r) for r in rows]
 
 
+def balanced_rows(lengths: Sequence[int], max_width: int) -> list[list[int]]:
+    """:func:`pack_rows` into as few rows as ``max_width`` allows, at the narrowest width that
+    still fits them in that many (a binary search): padding is then only what the rows' fills
+    differ by, not ``max_width`` minus the last row's fill."""
+    rows = len(pack_rows(lengths, max_width))
+    if rows == 0:
+        return []
+    lo, hi = max(max(lengths), -(-sum(lengths) // rows)), max_width
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(pack_rows(lengths, mid)) <= rows:
+            hi = mid
+        else:
+            lo = mid + 1
+    return pack_rows(lengths, max(lo, max(lengths)))
+
+
 def collate_packed(examples: Sequence[Encoded], pad_id: int, width: int) -> dict[str, torch.Tensor]:
-    """Pack ``examples`` into rows of at most ``width`` tokens (:func:`pack_rows`).
+    """Pack ``examples`` into rows of at most ``width`` tokens (:func:`balanced_rows`).
 
     Returns ``input_ids``, ``position_ids`` (0 at each sequence's first token; a row's padded
     tail counts on as one more sequence, never scored), ``completion_mask``, and
@@ -52,7 +73,7 @@ def collate_packed(examples: Sequence[Encoded], pad_id: int, width: int) -> dict
     """
     import torch
 
-    layout = pack_rows([e.length for e in examples], width)
+    layout = balanced_rows([e.length for e in examples], width)
     w = max(sum(examples[i].length for i in row) for row in layout)
     ids = torch.full((len(layout), w), pad_id, dtype=torch.long)
     pos = torch.zeros((len(layout), w), dtype=torch.long)

@@ -87,11 +87,14 @@ def reference_dtype(cfg: PipelineConfig) -> str:
 
 
 def reference_scoring(cfg: PipelineConfig) -> dict[str, Any]:
-    """How the reference model is spread: one scoring actor per training worker, on its GPU
-    when training uses GPUs (:func:`~valign_ray.distributed.data.score_reference_ray`)."""
+    """How the reference model is spread (:func:`~valign_ray.distributed.data.score_reference_ray`):
+    one scoring actor per training worker, each on its own GPU when training uses GPUs; with
+    ``train.reference_gpus`` = k > 1, one actor per k of the workers' GPUs, the model split
+    across its k."""
+    gpus = cfg.train.reference_gpus if cfg.train.use_gpu else 0
     return {
-        "concurrency": cfg.train.num_workers,
-        "use_gpu": cfg.train.use_gpu,
+        "concurrency": max(1, cfg.train.num_workers // max(gpus, 1)),
+        "gpus_per_actor": gpus,
         "dtype": reference_dtype(cfg),
     }
 

@@ -78,7 +78,7 @@ class _Loop:
     start_step: int
     resumed: bool
     weighted: bool  # false: every row weighs 1 in the loss (the unweighted ablation)
-    pack_width: int = 0  # train.packing: micro-batches packed into rows of data.max_length
+    pack_width: int = 0  # train.packing: micro-batches packed into rows of <= 2 x max_length
     grad_norm: float | None = None  # this step's, where DeepSpeed keeps none (fp32 ZeRO-0)
 
 
@@ -121,6 +121,8 @@ def _load_model_for_training(job: TrainJob, ds_config: dict[str, Any]) -> Any:
     if cfg.train.activation_checkpointing:
         # Non-reentrant checkpointing needs no input that requires grad (a frozen LoRA base).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.train.compile:
+        compile_blocks(model)
     if cfg.model.lora.enabled:
         from peft import LoraConfig, get_peft_model
 
@@ -136,6 +138,18 @@ def _load_model_for_training(job: TrainJob, ds_config: dict[str, Any]) -> Any:
             ),
         )
     return model
+
+
+def compile_blocks(model: Any) -> int:
+    """``torch.compile`` every decoder block in place (``train.compile``), dynamic in the
+    sequence length; returns how many. Blocks share one code object, so the graph compiles once
+    and serves them all (regional compilation: far shorter than compiling the whole model)."""
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if layers is None:
+        raise ValueError(f"train.compile: {type(model).__name__} has no model.layers to compile")
+    for block in layers:
+        block.compile(dynamic=True)
+    return len(layers)
 
 
 def _init_distributed(backend: str) -> None:
@@ -216,7 +230,7 @@ def _setup(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> _Loop:
         start,
         resumed=resume is not None,
         weighted=tcfg.weighted,
-        pack_width=cfg.data.max_length if tcfg.packing else 0,
+        pack_width=2 * cfg.data.max_length if tcfg.packing else 0,
     )
 
 
