@@ -197,8 +197,8 @@ class TrainConfig:
     # > 0: rows of similar length share an optimizer step, sorted within windows of this many
     # steps (less padding at any grad_accum; less random batches); 0: uniform batches.
     bucket_steps: Int = Field(0, ge=0)
-    # Pack each micro-batch's sequences end to end into rows of up to 2 x data.max_length
-    # tokens (position ids restart per sequence, no token attends across): little padding.
+    # Pack each micro-batch's sequences end to end into rows of up to data.max_length tokens
+    # (position ids restart per sequence, no token attends across): less padding.
     packing: Bool = False
     # torch.compile each decoder block (regional: one graph for all blocks, compiled once per
     # worker). Off by default: on CPU it costs ~50 s and gains nothing (benchmarks README).

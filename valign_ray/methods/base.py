@@ -63,7 +63,7 @@ class StepInputs:
     ctx: TrainContext
     weight_total: float  # the global weight sum of this optimiser step
     pad_id: int
-    pack_width: int = 0  # > 0: pass to policy_logps (train.packing: rows of 2 x max_length)
+    pack_width: int = 0  # > 0: pass to policy_logps (train.packing: rows of max_length)
 
 
 # A step returns this worker's share of the global weighted mean loss, its metrics, and the

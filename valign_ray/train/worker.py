@@ -78,7 +78,7 @@ class _Loop:
     start_step: int
     resumed: bool
     weighted: bool  # false: every row weighs 1 in the loss (the unweighted ablation)
-    pack_width: int = 0  # train.packing: micro-batches packed into rows of <= 2 x max_length
+    pack_width: int = 0  # train.packing: micro-batches packed into rows of <= max_length
     grad_norm: float | None = None  # this step's, where DeepSpeed keeps none (fp32 ZeRO-0)
 
 
@@ -230,7 +230,7 @@ def _setup(job: TrainJob, ctx: TrainContext, rows: pl.DataFrame) -> _Loop:
         start,
         resumed=resume is not None,
         weighted=tcfg.weighted,
-        pack_width=2 * cfg.data.max_length if tcfg.packing else 0,
+        pack_width=cfg.data.max_length if tcfg.packing else 0,
     )
 
 
