@@ -7,6 +7,7 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,63 +89,55 @@ def local_process_group() -> None:
         )
 
 
-@pytest.fixture(scope="session")
-def kto_rows(tiny_model_dir: Path):
-    """96 KTO rows of a small synthetic survey with random weights and reference log-probs
-    from ``tiny_model_dir`` (what the training loop reads)."""
+def _weighted_survey(n_sample: int) -> tuple[Any, Any]:
+    """A small synthetic survey and its respondents with random weights in [0.5, 2]."""
     import numpy as np
     import polars as pl
 
     from valign_ray.config import SyntheticConfig
-    from valign_ray.data.builders import assign_kl_completions, build_kto_rows
-    from valign_ray.methods import get_method
-    from valign_ray.models import load_model, load_tokenizer
     from valign_ray.survey.margins import load_margins
     from valign_ray.survey.synthetic import generate_synthetic
-    from valign_ray.train.reference import score_reference
 
     survey = generate_synthetic(
-        SyntheticConfig(n_sample=40, n_dimensions=2, items_per_dimension=2, seed=3),
+        SyntheticConfig(n_sample=n_sample, n_dimensions=2, items_per_dimension=2, seed=3),
         load_margins(REPO / "data/margins/nz_2023.csv"),
     )
     rng = np.random.default_rng(0)
-    resp = survey.respondents.with_columns(
-        pl.Series("weight", rng.uniform(0.5, 2.0, survey.respondents.height))
-    )
+    weights = pl.Series("weight", rng.uniform(0.5, 2.0, survey.respondents.height))
+    return survey, survey.respondents.with_columns(weights)
+
+
+def _with_reference(rows: Any, method: str, model_dir: Path, max_length: int) -> Any:
+    from valign_ray.methods import get_method
+    from valign_ray.models import load_model, load_tokenizer
+    from valign_ray.train.reference import score_reference
+
+    model, tok = load_model(model_dir), load_tokenizer(model_dir)
+    return score_reference(model, tok, rows, get_method(method).reference, max_length=max_length)
+
+
+@pytest.fixture(scope="session")
+def kto_rows(tiny_model_dir: Path):
+    """96 KTO rows of a small synthetic survey with random weights and reference log-probs
+    from ``tiny_model_dir`` (what the training loop reads)."""
+    from valign_ray.data.builders import assign_kl_completions, build_kto_rows
+
+    survey, resp = _weighted_survey(40)
     rows = build_kto_rows(
         survey.answers, survey.items, survey.candidates, resp, group_column="age_band"
     ).head(96)
     rows = assign_kl_completions(rows.with_row_index("row_idx"), seed=0)
-    model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
-    return score_reference(model, tok, rows, get_method("kto").reference, max_length=48)
+    return _with_reference(rows, "kto", tiny_model_dir, 48)
 
 
 @pytest.fixture(scope="session")
 def dpo_rows(tiny_model_dir: Path):
     """DPO pairs of the same kind of survey as :func:`kto_rows` (one respondent's two ratings
     of one prompt), with random weights and reference log-probs from ``tiny_model_dir``."""
-    import numpy as np
-    import polars as pl
-
-    from valign_ray.config import SyntheticConfig
     from valign_ray.data.builders import build_dpo_pairs
-    from valign_ray.methods import get_method
-    from valign_ray.models import load_model, load_tokenizer
-    from valign_ray.survey.margins import load_margins
-    from valign_ray.survey.synthetic import generate_synthetic
-    from valign_ray.train.reference import score_reference
 
-    survey = generate_synthetic(
-        SyntheticConfig(n_sample=60, n_dimensions=2, items_per_dimension=2, seed=3),
-        load_margins(REPO / "data/margins/nz_2023.csv"),
-    )
-    rng = np.random.default_rng(0)
-    resp = survey.respondents.with_columns(
-        pl.Series("weight", rng.uniform(0.5, 2.0, survey.respondents.height))
-    )
+    survey, resp = _weighted_survey(60)
     pairs = build_dpo_pairs(
         survey.answers, survey.items, survey.candidates, resp, group_column="age_band"
     )
-    rows = pairs.head(64).with_row_index("row_idx")
-    model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
-    return score_reference(model, tok, rows, get_method("dpo").reference, max_length=96)
+    return _with_reference(pairs.head(64).with_row_index("row_idx"), "dpo", tiny_model_dir, 96)

@@ -1,6 +1,6 @@
 """Sequence packing: rows laid out as written down by hand, and log-probs and gradients equal to
 the padded batch's (each sequence scored alone), for Llama and Qwen2, through the completion-only
-head and the full forward, and in a KTO training step."""
+head and the full forward. Training with ``train.packing``: tests/test_train_options.py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 import torch
 
+from tests.test_completion_logps import PAIRS as LOGPS_PAIRS
+from tests.test_completion_logps import _perturbed
 from valign_ray.config import TinyConfig
-from valign_ray.models import build_tiny_model, load_model, load_tokenizer
+from valign_ray.models import build_tiny_model, load_tokenizer
 from valign_ray.train.logprobs import (
     Encoded,
     collate,
@@ -21,13 +23,7 @@ from valign_ray.train.logprobs import (
 )
 from valign_ray.train.packing import balanced_rows, collate_packed, pack_rows
 
-PAIRS = [
-    ("Question: Should the council fund the library?\nAnswer:", " Yes, protect the native bush."),
-    ("Question: Should the council sell the harbour?", " No."),
-    ("Q:", " No, keep costs low for families."),
-    ("Question: Should the council close the rail line?\nAnswer:", " Yes"),
-    ("Q:", " Yes."),
-]
+PAIRS = [*LOGPS_PAIRS, ("Q:", " Yes.")]
 WEIGHTS = torch.tensor([1.0, -0.5, 2.0, 0.25, 0.75])
 
 
@@ -57,15 +53,6 @@ def test_collate_packed_layout() -> None:
     assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 0], [0, 1, 2, 3, 0, 1]]
     assert batch["sequence_ids"].tolist() == [[2, 2, 2, 2, 2, -1], [0, 0, 0, 0, 1, 1]]
     assert batch["completion_mask"].int().tolist() == [[0, 0, 1, 1, 1, 0], [0, 0, 1, 1, 0, 1]]
-
-
-def _perturbed(path: Path) -> Any:
-    model = load_model(path)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn(p.shape, generator=gen))
-    return model
 
 
 def _logps_and_grads(model: Any, batch: dict, fn: Any) -> tuple[Any, Any, list]:

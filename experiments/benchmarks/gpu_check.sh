@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check: the project's training loop (run_training + LocalContext) on one GPU, bf16,
-# a Qwen2.5-0.5B-shaped model at batch 8 x 1024, ZeRO-0/2/3 and LoRA (gpu_check.py says what
-# it measures). About 5 minutes on an H200, model building and reference scoring included.
+# a Qwen2.5-0.5B-shaped model at batch 8 x 1024, ZeRO-0/2/3, LoRA and ZeRO-0 compiled
+# (gpu_check.py says what it measures). About 6 minutes on an H200 (an estimate: it has not
+# yet run on a device), model building and reference scoring included; pass
+# --setups zero0,zero2,zero3,lora to leave the compile out when device time is short.
 #
 # The device image has torch, transformers and peft but not DeepSpeed, polars or pydantic:
 # prepare their wheels here once (experiments/benchmarks/gpu_wheels.sh writes .whl/, which git
