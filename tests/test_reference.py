@@ -104,3 +104,16 @@ def test_a_model_split_over_devices_scores_as_one(tiny_model_dir) -> None:
     a, b = (pl.from_arrow(s(rows.to_arrow())) for s in (split, one))
     assert a["ref_logp"].to_list() == pytest.approx(b["ref_logp"].to_list(), abs=1e-6)
     assert a["ref_kl_logp"].to_list() == pytest.approx(b["ref_kl_logp"].to_list(), abs=1e-6)
+
+
+def test_reference_gpus_beyond_the_cluster_is_a_clear_error(monkeypatch) -> None:
+    """Asking each scoring actor for more GPUs than the cluster has would wait forever."""
+    import ray
+
+    from valign_ray.distributed.data import score_reference_ray
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 1.0})
+    rows = pl.DataFrame({"row_idx": [0], "prompt": ["Q:"], "completion": [" Yes."]})
+    with pytest.raises(ValueError, match="needs 2 GPUs but the cluster has 1"):
+        score_reference_ray(rows, "unused", [("completion", "ref_logp")], max_length=8,
+                            gpus_per_actor=2)  # fmt: skip

@@ -103,6 +103,11 @@ def score_reference_ray(
     smaller machine still finishes rather than waits.
     """
     have = ray.cluster_resources().get("GPU" if gpus_per_actor else "CPU", 1)
+    if 0 < have < gpus_per_actor:  # (0: an autoscaling cluster whose GPU nodes are not up yet)
+        raise ValueError(
+            f"train.reference_gpus: one scoring actor needs {gpus_per_actor} GPUs but the "
+            f"cluster has {have:g}"
+        )
     size = max(1, min(concurrency, int(have // max(gpus_per_actor, 1))))
     table = rows.to_arrow()
     # Several blocks per actor, so every actor gets work (one block would feed one actor).
