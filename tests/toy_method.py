@@ -29,9 +29,7 @@ def build_rows(inp: RowInputs) -> pl.DataFrame:
 
 
 def step(inp: StepInputs, params: ToyParams) -> StepOutput:
-    from valign_ray.train.step import policy_logps
-
-    logps, _, real, padded = policy_logps(inp.model, inp.enc["completion"], inp.pad_id)
+    logps, _, real, padded = inp.policy_logps(inp.enc["completion"])
     w = inp.rows["weight"]
     loss = -params.scale * (w * logps).sum() / inp.weight_total
     return loss, {"nll": (-(w * logps).sum() / w.sum()).detach()}, real, padded

@@ -77,7 +77,7 @@ def load_model(path: str | Path, *, dtype: str = "float32", device_map: str | No
             local_files_only=True,
             dtype=getattr(torch, dtype),
             use_safetensors=True,
-            **({"device_map": device_map} if device_map else {}),
+            device_map=device_map,
         )
     except (OSError, ValueError) as exc:  # e.g. a config that is not a causal LM's
         raise InputError(

@@ -205,7 +205,7 @@ def worker_ours(work: Path, args: argparse.Namespace) -> dict:
         f" train.packing={str(args.packing).lower()}"
     )
     cfg = load_config(ROOT / "configs/quickstart.yaml", overrides.split())
-    metrics = work / f"ours-{args.loss}-b{args.bucket_steps}-p{int(args.packing)}.jsonl"
+    metrics = work / f"ours-{args.loss}-{_tag(args)}.jsonl"
     metrics.unlink(missing_ok=True)
     # Clock the end of every step, as TRL's on_step_end: the loop reduces its metrics once per
     # step, right after the optimizer step.
@@ -297,8 +297,13 @@ def worker_trl(work: Path, args: argparse.Namespace) -> dict:
     return {**out, "rows": len(trainer.train_dataset), "threads": torch.get_num_threads()}
 
 
+def _tag(args: argparse.Namespace) -> str:
+    """What tells one of our runs from another in the work folder's file names."""
+    return f"b{args.bucket_steps}-p{int(args.packing)}"
+
+
 def _run_worker(side: str, loss: str, work: Path, args: argparse.Namespace) -> dict:
-    out = work / f"{side}-{loss}-b{args.bucket_steps}-p{int(args.packing)}.json"
+    out = work / f"{side}-{loss}-{_tag(args)}.json"
     cmd = [sys.executable, __file__, "--worker", side, "--loss", loss, "--work", str(work)]
     flags = ("steps", "batch_size", "max_length", "threads", "zero_stage", "warmup", "seed")
     for flag in (*flags, "bucket_steps"):
@@ -357,8 +362,7 @@ def main() -> None:
             prof.dump_stats(Path(args.profile) / f"{args.worker}-{args.loss}.prof")
         else:
             result = fn(Path(args.work), args)
-        tag = f"b{args.bucket_steps}-p{int(args.packing)}"
-        out = Path(args.work) / f"{args.worker}-{args.loss}-{tag}.json"
+        out = Path(args.work) / f"{args.worker}-{args.loss}-{_tag(args)}.json"
         out.write_text(json.dumps(result))
         return
     start = time.perf_counter()

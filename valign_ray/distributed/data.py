@@ -76,11 +76,7 @@ class _ReferenceScorer:
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = pl.from_arrow(batch)
         return score_reference(
-            self.model,
-            self.tokenizer,
-            rows,
-            self.columns,
-            max_length=self.max_length,
+            self.model, self.tokenizer, rows, self.columns, max_length=self.max_length
         ).to_arrow()
 
 

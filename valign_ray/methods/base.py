@@ -54,7 +54,8 @@ class StepInputs:
 
     ``rows``: ``weight`` (and the method's ``bool_columns``/``float_columns`` and reference
     columns) as tensors, plus ``group_id``/``group_names`` when rows carry groups. ``enc``: the
-    tokenised sequences named in ``Method.sequences``.
+    tokenised sequences named in ``Method.sequences``. A step scores sequences with
+    :meth:`policy_logps`, which lays the batch out as the run asks (padded or packed).
     """
 
     model: Any
@@ -63,7 +64,14 @@ class StepInputs:
     ctx: TrainContext
     weight_total: float  # the global weight sum of this optimiser step
     pad_id: int
-    pack_width: int = 0  # > 0: pass to policy_logps (train.packing: rows of max_length)
+    pack_width: int = 0  # > 0: train.packing, rows of up to this many tokens; 0: padded
+
+    def policy_logps(self, enc: list[Encoded]) -> tuple[Any, Any, int, int]:
+        """:func:`valign_ray.train.step.policy_logps` of ``enc`` under this step's model:
+        summed completion log-probs, completion token counts, real and padded token counts."""
+        from valign_ray.train.step import policy_logps
+
+        return policy_logps(self.model, enc, self.pad_id, pack_width=self.pack_width)
 
 
 # A step returns this worker's share of the global weighted mean loss, its metrics, and the

@@ -41,13 +41,11 @@ def resolve_params(cfg: PipelineConfig, rows: pl.DataFrame) -> DPOParams:
 
 def step(inp: StepInputs, params: DPOParams) -> StepOutput:
     from valign_ray.train import losses
-    from valign_ray.train.step import group_rewards, policy_logps
+    from valign_ray.train.step import group_rewards
 
     rows, n = inp.rows, len(inp.enc["chosen"])
     # Chosen and rejected in one forward pass.
-    logps, _, real, padded = policy_logps(
-        inp.model, [*inp.enc["chosen"], *inp.enc["rejected"]], inp.pad_id, pack_width=inp.pack_width
-    )
+    logps, _, real, padded = inp.policy_logps([*inp.enc["chosen"], *inp.enc["rejected"]])
     smoothing: Any = params.label_smoothing
     if params.soft_labels:
         smoothing = losses.soft_label_smoothing(rows["share"])

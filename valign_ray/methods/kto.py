@@ -69,16 +69,12 @@ def step(inp: StepInputs, params: KTOParams) -> StepOutput:
     import torch
 
     from valign_ray.train import losses
-    from valign_ray.train.step import group_rewards, policy_logps
+    from valign_ray.train.step import group_rewards
 
     rows = inp.rows
-    logps, _, real, padded = policy_logps(
-        inp.model, inp.enc["completion"], inp.pad_id, pack_width=inp.pack_width
-    )
+    logps, _, real, padded = inp.policy_logps(inp.enc["completion"])
     with torch.no_grad():
-        kl_logps, _, kl_real, kl_padded = policy_logps(
-            inp.model, inp.enc["kl"], inp.pad_id, pack_width=inp.pack_width
-        )
+        kl_logps, _, kl_real, kl_padded = inp.policy_logps(inp.enc["kl"])
     kl_sum, kl_wsum = losses.kto_kl_terms(kl_logps, rows["ref_kl_logp"], rows["weight"])
     # The one cross-worker sum of a step: z0 is an estimate over the whole global batch.
     pooled = inp.ctx.all_reduce_sum(torch.stack([kl_sum, kl_wsum]))

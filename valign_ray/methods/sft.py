@@ -34,11 +34,8 @@ def resolve_params(cfg: PipelineConfig, rows: pl.DataFrame) -> SFTParams:
 
 def step(inp: StepInputs, params: SFTParams) -> StepOutput:
     from valign_ray.train import losses
-    from valign_ray.train.step import policy_logps
 
-    logps, counts, real, padded = policy_logps(
-        inp.model, inp.enc["completion"], inp.pad_id, pack_width=inp.pack_width
-    )
+    logps, counts, real, padded = inp.policy_logps(inp.enc["completion"])
     loss, metrics = losses.sft_loss(
         logps, counts, inp.rows["weight"], weight_total=inp.weight_total
     )

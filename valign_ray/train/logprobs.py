@@ -221,13 +221,25 @@ def full_completion_logps(
     # No cache: transformers reads packing from position ids only without one.
     logits = model(**_model_inputs(batch), use_cache=False).logits
     per_token = token_logps(logits, batch["input_ids"])
-    if "sequence_ids" in batch:  # packed (valign_ray.train.packing)
-        from valign_ray.train.packing import packed_completion_sums
+    rows, cols = batch["completion_mask"][:, 1:].nonzero(as_tuple=True)
+    return _per_example(per_token[rows, cols], batch, rows, cols)
 
-        rows, cols = batch["completion_mask"][:, 1:].nonzero(as_tuple=True)
-        return packed_completion_sums(per_token[rows, cols], batch, rows, cols)
-    mask = batch["completion_mask"][:, 1:].to(per_token.dtype)
-    return (per_token * mask).sum(-1), mask.sum(-1)
+
+def _per_example(
+    logps: torch.Tensor, batch: dict[str, torch.Tensor], rows: torch.Tensor, cols: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums and counts, per example, of the log-probs ``logps`` of the completion tokens at
+    (``rows``, ``cols`` + 1): an example is a row of a padded batch, or the ``sequence_ids``
+    entry of a packed one (valign_ray.train.packing)."""
+    import torch
+
+    if "sequence_ids" in batch:
+        which = batch["sequence_ids"][rows, cols + 1]
+        n = int(batch["sequence_ids"].max()) + 1
+    else:
+        which, n = rows, batch["input_ids"].shape[0]
+    zeros = torch.zeros(n, dtype=logps.dtype, device=logps.device)
+    return zeros.index_add(0, which, logps), zeros.index_add(0, which, torch.ones_like(logps))
 
 
 def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -250,7 +262,6 @@ def completion_logps(
     (:func:`chunked_head_logps`): no [B, T, vocab] logits. Models without a plain decoder + head
     (:func:`decoder_and_head` is None) take the full forward and :func:`token_logps`.
     """
-    import torch
 
     parts = decoder_and_head(model)
     if parts is None:
@@ -262,9 +273,4 @@ def completion_logps(
     hidden = decoder(**_model_inputs(batch), use_cache=False).last_hidden_state
     rows, cols = mask.nonzero(as_tuple=True)  # hidden state at t predicts token t + 1
     logps = chunked_head_logps(head, hidden[rows, cols], ids[rows, cols + 1], chunk)
-    if "sequence_ids" in batch:  # packed (valign_ray.train.packing)
-        from valign_ray.train.packing import packed_completion_sums
-
-        return packed_completion_sums(logps, batch, rows, cols)
-    sums = torch.zeros(ids.shape[0], dtype=logps.dtype, device=device).index_add(0, rows, logps)
-    return sums, mask.sum(-1).to(logps.dtype)
+    return _per_example(logps, batch, rows, cols)

@@ -93,19 +93,3 @@ def collate_packed(examples: Sequence[Encoded], pad_id: int, width: int) -> dict
             at += n
         pos[r, at:] = torch.arange(w - at)
     return {"input_ids": ids, "position_ids": pos, "completion_mask": comp, "sequence_ids": seq}
-
-
-def packed_completion_sums(
-    logps: torch.Tensor, batch: dict[str, torch.Tensor], rows: torch.Tensor, cols: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-example sums and counts of the log-probs ``logps`` of the completion tokens at
-    (``rows``, ``cols`` + 1) of a packed batch, in example order."""
-    import torch
-
-    which = batch["sequence_ids"][rows, cols + 1]
-    n = int(batch["sequence_ids"].max()) + 1
-    sums = torch.zeros(n, dtype=logps.dtype, device=logps.device).index_add(0, which, logps)
-    counts = torch.zeros(n, dtype=logps.dtype, device=logps.device).index_add(
-        0, which, torch.ones_like(logps)
-    )
-    return sums, counts
